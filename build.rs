@@ -1,0 +1,53 @@
+//! Link arguments for the binaries, tests and examples of this crate.
+//!
+//! torch-sys finds libtorch and tells us its lib dir through
+//! `DEP_TCH_LIBTORCH_LIB` (its `links = "tch"` key; we see it because
+//! torch-sys is a direct dependency). With it we:
+//! - embed an rpath to that dir, so the binary runs without `LD_LIBRARY_PATH`;
+//! - link `libtorch_cuda.so` (when that libtorch has it) and `libtorch.so`
+//!   with `--no-as-needed`: nothing in our code calls into them directly, so
+//!   the linker's default `--as-needed` would drop them, CUDA would never be
+//!   registered, and `Cuda::is_available()` would be false on a GPU machine.
+use std::env;
+use std::path::Path;
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    let Ok(lib_dir) = env::var("DEP_TCH_LIBTORCH_LIB") else {
+        // torch-sys built in doc-only mode (docs.rs): nothing to link.
+        println!("cargo:rustc-env=CE_LIBTORCH_LIB=");
+        println!("cargo:rustc-env=CE_LIBTORCH_VERSION=unknown");
+        return;
+    };
+    let lib = Path::new(&lib_dir);
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
+    println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+    if lib.join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-link-arg=-ltorch_cuda");
+    }
+    println!("cargo:rustc-link-arg=-ltorch");
+    println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    // Lets tests check the link (`readelf -d`) against the same dir.
+    println!("cargo:rustc-env=CE_LIBTORCH_LIB={lib_dir}");
+    println!("cargo:rustc-env=CE_LIBTORCH_VERSION={}", libtorch_version(lib));
+}
+
+/// `MAJOR.MINOR.PATCH` from libtorch's `version.h`, next to its lib dir.
+fn libtorch_version(lib: &Path) -> String {
+    let headers = ["include/torch/headeronly/version.h", "include/torch/version.h"];
+    let Some(text) = headers
+        .iter()
+        .filter_map(|h| lib.parent().map(|root| root.join(h)))
+        .find_map(|h| std::fs::read_to_string(h).ok())
+    else {
+        return "unknown".to_string();
+    };
+    let part = |name: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("#define TORCH_VERSION_{name} ")))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| "?".to_string())
+    };
+    format!("{}.{}.{}", part("MAJOR"), part("MINOR"), part("PATCH"))
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Sets up libtorch for the build, idempotently, and prints where it is.
+#
+# - LIBTORCH set (a libtorch the user unzipped): use it, do nothing else.
+# - otherwise: a project-local venv at .venv/ with torch==$TORCH_VERSION from
+#   PyPI (its wheel carries libtorch for CPU and CUDA), installed only when the
+#   right version is not already there. The same venv's Python `torch` is the
+#   reference implementation the parity tests run.
+#
+# The torch version is pinned here and only here; it must match what the
+# `tch` crate in Cargo.toml was built for (see build-notes.md).
+set -euo pipefail
+
+TORCH_VERSION="2.13.0"
+# Python packages the tests need beside torch (checkpoints PyTorch can read).
+EXTRA_PACKAGES=(safetensors numpy)
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+
+die() { echo "setup: $*" >&2; exit 1; }
+
+if [[ -n "${LIBTORCH:-}" ]]; then
+  [[ -d "$LIBTORCH/lib" ]] || die "LIBTORCH=$LIBTORCH has no lib/ directory; unset it to use the venv, or point it at an unzipped libtorch"
+  echo "libtorch: $LIBTORCH (from LIBTORCH; nothing installed)"
+  exit 0
+fi
+
+python="${PYTHON:-python3}"
+command -v "$python" >/dev/null 2>&1 || die "Python 3 not found ($python); install python3 (with venv and pip) or set LIBTORCH to an unzipped libtorch"
+"$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
+  || die "$("$python" --version 2>&1) is too old; torch $TORCH_VERSION needs Python >= 3.10"
+
+vpy="$venv/bin/python"
+installed_version() {
+  "$vpy" -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null || true
+}
+
+if [[ ! -x "$vpy" ]]; then
+  echo "setup: creating $venv" >&2
+  "$python" -m venv "$venv" 2>/dev/null || die "could not create a venv with $python -m venv (on Debian: apt-get install python3-venv)"
+fi
+"$vpy" -m pip --version >/dev/null 2>&1 || die "pip is missing in $venv (on Debian: apt-get install python3-pip python3-venv)"
+
+have="$(installed_version)"
+if [[ "$have" != "$TORCH_VERSION" && "$have" != "$TORCH_VERSION+"* ]]; then
+  if [[ -n "$have" ]]; then
+    die "found torch $have in $venv but tch 0.26 needs torch $TORCH_VERSION; remove $venv and run again"
+  fi
+  echo "setup: installing torch==$TORCH_VERSION into $venv (about 4.7 GB with its CUDA libraries)" >&2
+  "$vpy" -m pip install --disable-pip-version-check -q "torch==$TORCH_VERSION" "${EXTRA_PACKAGES[@]}" >&2 \
+    || die "pip install torch==$TORCH_VERSION failed (see above)"
+  have="$(installed_version)"
+  [[ "$have" == "$TORCH_VERSION"* ]] || die "torch $TORCH_VERSION did not install (found '${have:-nothing}')"
+fi
+for pkg in "${EXTRA_PACKAGES[@]}"; do
+  "$vpy" -c "import $pkg" 2>/dev/null || "$vpy" -m pip install --disable-pip-version-check -q "$pkg" >&2 \
+    || die "pip install $pkg failed"
+done
+
+torch_dir="$("$vpy" -c 'import os, torch; print(os.path.dirname(torch.__file__))')" \
+  || die "torch in $venv does not import"
+echo "libtorch: $torch_dir"

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# One command: set up libtorch and the PyTorch reference if needed, then run
+# the whole test suite (format check, clippy, every test and doc test).
+#   scripts/test.sh [cargo test ARGS...]
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$ce_root"
+echo "== cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -- -D warnings" >&2
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test" >&2
+cargo test "$@"

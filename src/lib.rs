@@ -1,0 +1,20 @@
+//! PyTorch's classic cross-entropy example (`MyModel` with one `nn.Linear`,
+//! `nn.CrossEntropyLoss()`, `torch.optim.SGD`), ported to Rust on tch so that
+//! it computes the very same numbers as PyTorch.
+//!
+//! - [`model`]: `MyModel`, initialized exactly like PyTorch's `nn.Linear`.
+//! - [`loss`]: `nn.CrossEntropyLoss()`.
+//! - [`training`]: the seed's program: forward, loss, zero_grad, backward, step.
+//! - [`device`]: `--device cpu|cuda|cuda:N|auto`.
+//! - [`output`]: the human-readable account and the `--json` document.
+//! - [`cli`]: the flags.
+
+pub mod cli;
+pub mod device;
+pub mod loss;
+pub mod model;
+pub mod output;
+pub mod training;
+
+pub use model::MyModel;
+pub use training::{run_seed, SeedConfig, SeedRun};

@@ -1,0 +1,32 @@
+//! `cross-entropy-tch`: the seed example as a command; see `--help`.
+
+use clap::Parser;
+use cross_entropy_tch::cli::{self, Cli, UsageError};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    // A bug of ours should still read as one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let first_line = message.lines().next().unwrap_or("");
+        let place = info.location().map(|l| format!(" at {l}")).unwrap_or_default();
+        eprintln!("error: internal error{place}: {first_line} (please report this)");
+    }));
+    let cli = Cli::parse(); // bad flags: clap prints the problem and exits with 2
+    match cli::run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
