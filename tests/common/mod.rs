@@ -1,0 +1,172 @@
+//! Helpers shared by the integration tests: the f64 oracle, a tiny PRNG that
+//! does not touch libtorch's generator, the binary, and the PyTorch reference.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+/// libtorch's random generator is global: tests that seed and draw from it
+/// in this process take this lock first.
+pub static TORCH_RNG: Mutex<()> = Mutex::new(());
+
+/// Locks [`TORCH_RNG`], ignoring poisoning by a failed test.
+pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------- oracle --
+
+/// `-log softmax(logits)[target]` in f64, by log-sum-exp around the max:
+/// `log(sum_j exp(x_j - m)) - (x_t - m)`, finite for any finite logits.
+pub fn nll_of_row(logits: &[f64], target: usize) -> f64 {
+    let m = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let sum: f64 = logits.iter().map(|x| (x - m).exp()).sum();
+    sum.ln() - (logits[target] - m)
+}
+
+/// `softmax(logits)` in f64.
+pub fn softmax_row(logits: &[f64]) -> Vec<f64> {
+    let m = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = logits.iter().map(|x| (x - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.iter().map(|v| v / s).collect()
+}
+
+/// `nn.CrossEntropyLoss()` (mean reduction) for `(N, C)` logits, in f64.
+pub fn cross_entropy_mean(logits: &[Vec<f64>], targets: &[usize]) -> f64 {
+    let n = logits.len() as f64;
+    logits.iter().zip(targets).map(|(row, &t)| nll_of_row(row, t)).sum::<f64>() / n
+}
+
+/// dLoss/dlogits of the mean cross-entropy: `(softmax - onehot) / N`.
+pub fn cross_entropy_grad(logits: &[Vec<f64>], targets: &[usize]) -> Vec<Vec<f64>> {
+    let n = logits.len() as f64;
+    logits
+        .iter()
+        .zip(targets)
+        .map(|(row, &t)| {
+            let mut g = softmax_row(row);
+            g[t] -= 1.0;
+            g.iter().map(|v| v / n).collect()
+        })
+        .collect()
+}
+
+/// `log(1 + exp(z))`, stably.
+pub fn softplus(z: f64) -> f64 {
+    z.max(0.0) + (-z.abs()).exp().ln_1p()
+}
+
+/// Asserts `|actual - expected| <= rel * max(|expected|, floor)`.
+#[track_caller]
+pub fn assert_close(actual: f64, expected: f64, rel: f64, floor: f64, what: &str) {
+    let tol = rel * expected.abs().max(floor);
+    assert!(
+        (actual - expected).abs() <= tol,
+        "{what}: got {actual:e}, expected {expected:e} (|diff| {:e} > tol {tol:e})",
+        (actual - expected).abs()
+    );
+}
+
+// ------------------------------------------------------------------ PRNG --
+
+/// SplitMix64: test data that owes nothing to libtorch.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [lo, hi), rounded to f32 (the values libtorch will see).
+    pub fn uniform(&mut self, lo: f64, hi: f64) -> f32 {
+        let u = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        (lo + (hi - lo) * u) as f32
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    pub fn matrix(&mut self, rows: usize, cols: usize, lo: f64, hi: f64) -> Vec<Vec<f32>> {
+        (0..rows).map(|_| (0..cols).map(|_| self.uniform(lo, hi)).collect()).collect()
+    }
+}
+
+pub fn to_f64(m: &[Vec<f32>]) -> Vec<Vec<f64>> {
+    m.iter().map(|r| r.iter().map(|&v| v as f64).collect()).collect()
+}
+
+// ------------------------------------------------------- binary & python --
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The crate's binary, built by cargo for this test run.
+pub fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cross-entropy-tch"));
+    // The binary must find libtorch through its rpath alone.
+    cmd.env_remove("LD_LIBRARY_PATH");
+    cmd
+}
+
+pub fn run_bin(args: &[&str]) -> Output {
+    bin().args(args).output().expect("running the cross-entropy-tch binary")
+}
+
+pub fn is_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// The Python that has PyTorch 2.13.0: `$CE_PYTHON`, else the venv made by
+/// scripts/setup.sh. `None` (with the reason printed) when there is none;
+/// under CI that is a failure, not a skip.
+pub fn reference_python() -> Option<PathBuf> {
+    let python = std::env::var_os("CE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"));
+    let check =
+        Command::new(&python).args(["-c", "import torch; print(torch.__version__)"]).output();
+    let reason = match check {
+        Ok(out) if out.status.success() => {
+            let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if version.starts_with("2.13.0") {
+                return Some(python);
+            }
+            format!("{} has torch {version}, not 2.13.0", python.display())
+        }
+        Ok(out) => format!(
+            "{} cannot import torch: {}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+        ),
+        Err(e) => format!("{} cannot run: {e}", python.display()),
+    };
+    if is_ci() {
+        panic!("CI is set and the PyTorch reference is missing: {reason} (run scripts/setup.sh)");
+    }
+    eprintln!("SKIPPED: PyTorch reference not available: {reason} (run scripts/setup.sh)");
+    None
+}
+
+/// Runs `scripts/reference.py ARGS` with the reference Python.
+pub fn run_reference(python: &PathBuf, args: &[&str]) -> Output {
+    let out = Command::new(python)
+        .arg(root().join("scripts/reference.py"))
+        .args(args)
+        .output()
+        .expect("running scripts/reference.py");
+    assert!(
+        out.status.success(),
+        "reference.py {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
