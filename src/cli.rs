@@ -30,31 +30,31 @@ pub struct Cli {
 
     /// The 10 rows in inputs = torch.randn(10, 10) and
     /// targets = torch.randint(0, 3, (10,)).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, default_value_t = 10, value_parser = at_least::<i64, 1>, allow_negative_numbers = true)]
     pub batch_size: i64,
 
     /// input_size of MyModel(input_size, output_size), the features per row
     /// (the second 10 in torch.randn(10, 10)).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, default_value_t = 10, value_parser = at_least::<i64, 1>, allow_negative_numbers = true)]
     pub input_size: i64,
 
     /// output_size of MyModel(input_size, output_size), the number of classes
     /// (the 3 in torch.randint(0, 3, (10,))); at least 2.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i64).range(2..))]
+    #[arg(long, default_value_t = 3, value_parser = at_least::<i64, 2>, allow_negative_numbers = true)]
     pub num_classes: i64,
 
     /// lr of torch.optim.SGD(model.parameters(), lr=0.01); finite and >= 0.
-    #[arg(long, default_value_t = 0.01, value_parser = parse_lr)]
+    #[arg(long, default_value_t = 0.01, value_parser = parse_lr, allow_negative_numbers = true)]
     pub lr: f64,
 
     /// How many times to run forward, loss, zero_grad, backward and step on
     /// the same inputs (the seed runs them once).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1, value_parser = at_least::<u64, 1>, allow_negative_numbers = true)]
     pub steps: u64,
 
     /// libtorch's intra-op threads (torch.set_num_threads); libtorch's
     /// default (one per core) when not given.
-    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
+    #[arg(long, value_parser = at_least::<i32, 1>, allow_negative_numbers = true)]
     pub threads: Option<i32>,
 
     /// Print one JSON document and nothing else on stdout: config, initial
@@ -62,6 +62,25 @@ pub struct Cli {
     /// and final parameters; the same document as scripts/reference.py --json.
     #[arg(long)]
     pub json: bool,
+}
+
+/// An integer flag that must be at least `MIN`.
+fn at_least<T, const MIN: i64>(s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + TryFrom<i64> + PartialOrd,
+{
+    let min = T::try_from(MIN).map_err(|_| "bad minimum".to_string())?;
+    match s.trim().parse::<T>() {
+        Ok(v) if v >= min => Ok(v),
+        Ok(_) => Err(format!("must be at least {MIN}, got {s}")),
+        Err(_) if s.trim().parse::<i128>().is_ok_and(|v| v < MIN as i128) => {
+            Err(format!("must be at least {MIN}, got {s}"))
+        }
+        Err(_) => Err(format!(
+            "expected a whole number of at least {MIN} that fits in {}, got '{s}'",
+            std::any::type_name::<T>()
+        )),
+    }
 }
 
 fn parse_lr(s: &str) -> Result<f64, String> {

@@ -17,7 +17,18 @@ fn main() -> ExitCode {
         let place = info.location().map(|l| format!(" at {l}")).unwrap_or_default();
         eprintln!("error: internal error{place}: {first_line} (please report this)");
     }));
-    let cli = Cli::parse(); // bad flags: clap prints the problem and exits with 2
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version: stdout, status 0
+        Err(e) => {
+            // clap's first line names the flag and the problem; its usage
+            // block would only bury it.
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("error: bad arguments");
+            eprintln!("{first} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
     match cli::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,0 +1,73 @@
+//! The seed on CUDA against the seed on the CPU. Runs when libtorch sees a
+//! GPU, and skips with a printed reason otherwise.
+//!
+//! Tolerance 1e-5: inputs, targets and initial parameters are drawn on the
+//! CPU and moved, so they are bit-equal; the logits, loss and gradients come
+//! from cuBLAS and CUDA kernels that sum in another order than the CPU ones
+//! (f32 round-off of order 1e-7 relative per sum; TF32 is off for f32
+//! matmuls by default in libtorch), which is what 1e-5 leaves room for.
+
+mod common;
+
+use common::rng_lock;
+use cross_entropy_tch::training::{run_seed, SeedConfig, SeedRun};
+use tch::{Cuda, Device, Tensor};
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+fn assert_close_runs(cpu: &SeedRun, gpu: &SeedRun) {
+    let exact = [
+        ("initial.weight", &cpu.initial.weight, &gpu.initial.weight),
+        ("initial.bias", &cpu.initial.bias, &gpu.initial.bias),
+        ("inputs", &cpu.inputs, &gpu.inputs),
+    ];
+    for (what, a, b) in exact {
+        assert_eq!(max_abs_diff(a, b), 0.0, "{what} must be bit-equal");
+    }
+    assert!(cpu.targets.equal(&gpu.targets), "targets must be equal");
+    let close = [
+        ("outputs", &cpu.outputs, &gpu.outputs),
+        ("grad.weight", &cpu.grad.weight, &gpu.grad.weight),
+        ("grad.bias", &cpu.grad.bias, &gpu.grad.bias),
+        ("final.weight", &cpu.final_params.weight, &gpu.final_params.weight),
+        ("final.bias", &cpu.final_params.bias, &gpu.final_params.bias),
+    ];
+    for (what, a, b) in close {
+        let d = max_abs_diff(a, b);
+        assert!(d <= 1e-5, "{what}: CUDA differs from CPU by {d:e}");
+    }
+    for (step, (a, b)) in cpu.losses.iter().zip(&gpu.losses).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+            "loss of step {}: cpu {a}, cuda {b}",
+            step + 1
+        );
+    }
+}
+
+#[test]
+fn cuda_run_matches_cpu_run() {
+    if !Cuda::is_available() {
+        eprintln!("SKIPPED: libtorch sees no CUDA device on this machine (no GPU or no driver)");
+        return;
+    }
+    let _rng = rng_lock();
+    for config in [
+        SeedConfig::default(),
+        SeedConfig {
+            seed: 5,
+            batch_size: 256,
+            input_size: 784,
+            num_classes: 10,
+            lr: 0.1,
+            steps: 20,
+        },
+    ] {
+        let cpu = run_seed(&config, Device::Cpu, |_, _| {}).unwrap();
+        let gpu = run_seed(&config, Device::Cuda(0), |_, _| {}).unwrap();
+        assert_eq!(gpu.device, Device::Cuda(0));
+        assert_close_runs(&cpu, &gpu);
+    }
+}
