@@ -147,6 +147,10 @@ pub fn run(cli: &Cli) -> Result<()> {
         tch::set_num_threads(threads);
     }
     let stdout = std::io::stdout();
+    if !cli.json {
+        writeln!(stdout.lock(), "{}", output::header(&config, device))
+            .context("writing to stdout")?;
+    }
     let steps = config.steps;
     let run = run_seed(&config, device, |step, loss| {
         if !cli.json && output::prints_step(step, steps) {

@@ -18,6 +18,21 @@ use tch::Tensor;
 ///
 /// Its parameters live in the [`nn::VarStore`] it was built from, under the
 /// names PyTorch's `state_dict()` uses: `linear.weight` and `linear.bias`.
+///
+/// ```
+/// use cross_entropy_tch::MyModel;
+/// use tch::nn::{Module, VarStore};
+/// use tch::{Device, Kind, Tensor};
+///
+/// tch::manual_seed(0); // torch.manual_seed(0)
+/// let vs = VarStore::new(Device::Cpu);
+/// let model = MyModel::new(&vs.root(), 10, 3); // model = MyModel(10, 3)
+/// let outputs = model.forward(&Tensor::randn([4, 10], (Kind::Float, Device::Cpu)));
+/// assert_eq!(outputs.size(), [4, 3]);
+/// let mut names: Vec<String> = vs.variables().into_keys().collect();
+/// names.sort();
+/// assert_eq!(names, ["linear.bias", "linear.weight"]);
+/// ```
 #[derive(Debug)]
 pub struct MyModel {
     pub linear: nn::Linear,

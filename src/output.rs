@@ -8,7 +8,7 @@ use crate::training::{Params, SeedConfig, SeedRun};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::io::Write;
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 /// The libtorch version this binary was built against (from the libtorch
 /// directory itself, see build.rs).
@@ -99,10 +99,21 @@ pub fn step_line(step: usize, steps: usize, loss: f32) -> String {
     )
 }
 
-/// The human-readable account printed after the steps: what was run, what the
-/// loss means, and what the SGD step(s) changed.
+/// What is about to run, printed before the first step.
+pub fn header(config: &SeedConfig, device: Device) -> String {
+    let SeedConfig { seed, batch_size: n, input_size, num_classes: c, lr, .. } = *config;
+    format!(
+        "model:   MyModel(linear=Linear(in_features={input_size}, out_features={c}, bias=True)) on {device}\n\
+         optim:   nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr={lr})\n\
+         data:    torch.manual_seed({seed}); inputs = torch.randn({n}, {input_size}); targets = torch.randint(0, {c}, ({n},))",
+        device = device_name(device),
+    )
+}
+
+/// The human-readable account printed after the steps: what the loss means,
+/// and what the SGD step(s) changed.
 pub fn summary(run: &SeedRun) -> Result<String> {
-    let SeedConfig { seed, batch_size: n, input_size, num_classes: c, lr, steps } = run.config;
+    let SeedConfig { batch_size: n, num_classes: c, lr, steps, .. } = run.config;
     let targets = Vec::<i64>::try_from(&run.targets)?;
     let first = run.losses[0];
     let dw = (&run.final_params.weight - &run.initial.weight).abs();
@@ -116,13 +127,11 @@ pub fn summary(run: &SeedRun) -> Result<String> {
     let updates =
         if steps == 1 { "one SGD step".to_string() } else { format!("{steps} SGD steps") };
     Ok(format!(
-        "model:   MyModel(linear=Linear(in_features={input_size}, out_features={c}, bias=True)) on {device}\n\
-         data:    torch.manual_seed({seed}); inputs = torch.randn({n}, {input_size}); targets = torch.randint(0, {c}, ({n},)) = {targets:?}\n\
-         loss:    nn.CrossEntropyLoss() = mean over the {n} rows of -log softmax(outputs)[target] = {first}\n\
+        "targets: {targets:?}\n\
+         loss:    step 1: the mean over the {n} rows of -log softmax(outputs)[target] = {first}\n\
          \x20        (a model that guesses uniformly scores ln {c} = {uniform:.4})\n\
          update:  {updates} with lr = {lr}: weight moved by at most {dw_max:.3e} (mean {dw_mean:.3e}), bias by at most {db_max:.3e}\n\
          after:   the loss on the same batch is now {after:.6} ({delta:+.6})",
-        device = device_name(run.device),
         uniform = (c as f64).ln(),
         dw_max = dw.max().double_value(&[]),
         dw_mean = dw.mean(None).double_value(&[]),

@@ -34,6 +34,7 @@ fn no_arg_run_prints_the_loss_and_what_changed() {
         "torch.randn(10, 10)",
         "torch.randint(0, 3, (10,))",
         "one SGD step with lr = 0.01",
+        "torch.optim.SGD(model.parameters(), lr=0.01)",
         "weight moved by at most",
     ] {
         assert!(stdout.contains(what), "no '{what}' in:\n{stdout}");
