@@ -2,12 +2,12 @@
 //! `nn.CrossEntropyLoss()`, `torch.optim.SGD`), ported to Rust on tch so that
 //! it computes the very same numbers as PyTorch.
 //!
-//! - [`model`]: `MyModel`, initialized exactly like PyTorch's `nn.Linear`.
-//! - [`loss`]: `nn.CrossEntropyLoss()`.
-//! - [`training`]: the seed's program: forward, loss, zero_grad, backward, step.
-//! - [`device`]: `--device cpu|cuda|cuda:N|auto`.
-//! - [`output`]: the human-readable account and the `--json` document.
-//! - [`cli`]: the flags.
+//! - [`model`] holds `MyModel`, initialized exactly like PyTorch's `nn.Linear`;
+//! - [`loss`] holds `nn.CrossEntropyLoss()`;
+//! - [`training`] holds the seed's program: forward, loss, zero_grad, backward, step;
+//! - [`device`] parses `--device cpu|cuda|cuda:N|auto`;
+//! - [`output`] prints the human-readable account and the `--json` document;
+//! - [`cli`] holds the flags.
 
 pub mod cli;
 pub mod device;

@@ -87,7 +87,7 @@ pub const MAX_STEP_LINES: usize = 20;
 /// Whether step `step` of `steps` gets a line of its own.
 pub fn prints_step(step: usize, steps: usize) -> bool {
     let every = steps.div_ceil(MAX_STEP_LINES).max(1);
-    step == 1 || step == steps || step % every == 0
+    step == 1 || step == steps || step.is_multiple_of(every)
 }
 
 /// The line printed for one step: PyTorch's `print(loss)` and what it means.

@@ -88,8 +88,8 @@ fn hand_worked_three_class_example() {
     assert!((by_hand_t2 - 0.407_605_964_3).abs() < 1e-9);
     assert!((by_hand_t0 - by_hand_t2 - 2.0).abs() < 1e-12);
     let row = vec![1.0f32, 2.0, 3.0];
-    assert_close(loss_of(&[row.clone()], &[2]), by_hand_t2, LOSS_REL, 0.0, "target 2");
-    assert_close(loss_of(&[row.clone()], &[0]), by_hand_t0, LOSS_REL, 0.0, "target 0");
+    assert_close(loss_of(std::slice::from_ref(&row), &[2]), by_hand_t2, LOSS_REL, 0.0, "target 2");
+    assert_close(loss_of(std::slice::from_ref(&row), &[0]), by_hand_t0, LOSS_REL, 0.0, "target 0");
     let mean = loss_of(&[row.clone(), row], &[0, 2]);
     assert_close(mean, (by_hand_t0 + by_hand_t2) / 2.0, LOSS_REL, 0.0, "mean of both");
 }
@@ -108,7 +108,7 @@ fn extreme_logits_give_the_finite_analytic_value() {
         (vec![3.0e38, 3.0e38, -3.0e38], 2, 3.0e38f32 as f64 * 2.0), // over f32::MAX: checked below
     ];
     for (row, t, by_hand) in cases {
-        let loss = loss_of(&[row.clone()], &[t]);
+        let loss = loss_of(std::slice::from_ref(&row), &[t]);
         let oracle = nll_of_row(&row.iter().map(|&v| v as f64).collect::<Vec<_>>(), t);
         if by_hand > f32::MAX as f64 {
             // The true loss exceeds f32's range: PyTorch gives inf, and so do we.
