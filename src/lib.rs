@@ -3,7 +3,8 @@
 //! it computes the very same numbers as PyTorch.
 //!
 //! - [`model`] holds `MyModel`, initialized exactly like PyTorch's `nn.Linear`;
-//! - [`loss`] holds `nn.CrossEntropyLoss()`;
+//! - [`loss`] holds the seed's `nn.CrossEntropyLoss()`, and all of
+//!   `nn.CrossEntropyLoss` and `nn.BCEWithLogitsLoss` with every option;
 //! - [`training`] holds the seed's program: forward, loss, zero_grad, backward, step;
 //! - [`device`] parses `--device cpu|cuda|cuda:N|auto`;
 //! - [`output`] prints the human-readable account and the `--json` document;
@@ -16,5 +17,6 @@ pub mod model;
 pub mod output;
 pub mod training;
 
+pub use loss::{BCEWithLogitsLoss, CrossEntropyLoss, LossError, Reduction};
 pub use model::MyModel;
 pub use training::{run_seed, SeedConfig, SeedRun};

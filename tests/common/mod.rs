@@ -2,6 +2,8 @@
 //! does not touch libtorch's generator, the binary, and the PyTorch reference.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod ce_oracle;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Mutex;
