@@ -167,7 +167,7 @@ fn bad_flags_get_one_line_and_status_2() {
 #[test]
 fn cuda_without_a_gpu_is_one_clear_line() {
     if tch::Cuda::is_available() {
-        eprintln!("SKIPPED: this machine has a GPU, so --device cuda is not an error here");
+        skip("this machine has a GPU, so --device cuda is not an error here");
         return;
     }
     for device in ["cuda", "cuda:0", "cuda:7"] {

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::rng_lock;
+use common::{rng_lock, skip};
 use cross_entropy_tch::training::{run_seed, SeedConfig, SeedRun};
 use tch::{Cuda, Device, Tensor};
 
@@ -50,7 +50,7 @@ fn assert_close_runs(cpu: &SeedRun, gpu: &SeedRun) {
 #[test]
 fn cuda_run_matches_cpu_run() {
     if !Cuda::is_available() {
-        eprintln!("SKIPPED: libtorch sees no CUDA device on this machine (no GPU or no driver)");
+        skip("libtorch sees no CUDA device on this machine (no GPU or no driver)");
         return;
     }
     let _rng = rng_lock();
@@ -70,4 +70,40 @@ fn cuda_run_matches_cpu_run() {
         assert_eq!(gpu.device, Device::Cuda(0));
         assert_close_runs(&cpu, &gpu);
     }
+}
+
+#[test]
+fn cross_entropy_loss_on_cuda_matches_cpu_and_catches_bad_targets() {
+    use cross_entropy_tch::{CrossEntropyLoss, Reduction};
+    use tch::Kind;
+    if !Cuda::is_available() {
+        skip("libtorch sees no CUDA device on this machine (no GPU or no driver)");
+        return;
+    }
+    let _rng = rng_lock();
+    tch::manual_seed(1);
+    let x = Tensor::randn([6, 4, 3], (Kind::Float, Device::Cpu));
+    let t = Tensor::randint(4, [6, 3], (Kind::Int64, Device::Cpu));
+    let w = Tensor::from_slice(&[0.5f32, 2.0, 1.0, 3.0]);
+    let gpu = Device::Cuda(0);
+    for red in [Reduction::None, Reduction::Mean, Reduction::Sum] {
+        let cpu_loss = CrossEntropyLoss::new()
+            .weight(w.copy())
+            .label_smoothing(0.1)
+            .reduction(red)
+            .forward(&x, &t);
+        let gpu_loss = CrossEntropyLoss::new()
+            .weight(w.to_device(gpu))
+            .label_smoothing(0.1)
+            .reduction(red)
+            .forward(&x.to_device(gpu), &t.to_device(gpu));
+        let d = max_abs_diff(&cpu_loss, &gpu_loss.to_device(Device::Cpu));
+        assert!(d <= 1e-5, "{red:?}: CUDA differs from CPU by {d:e}");
+    }
+    // On CUDA an out-of-range class index would be a device-side assert that
+    // kills the process; f_forward must catch it first.
+    let bad = Tensor::from_slice(&[0i64, 7]).to_device(gpu);
+    let logits = Tensor::zeros([2, 4], (Kind::Float, gpu));
+    let err = CrossEntropyLoss::new().f_forward(&logits, &bad).unwrap_err();
+    assert!(err.to_string().contains("target 7 at [1] is out of bounds"), "{err}");
 }

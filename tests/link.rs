@@ -41,7 +41,7 @@ fn links_libtorch_cuda_when_libtorch_has_it() {
             "{LIB_DIR} has libtorch_cuda.so but the binary does not link it:\n{dynamic}"
         );
     } else {
-        eprintln!("SKIPPED: {LIB_DIR} is a CPU-only libtorch (no libtorch_cuda.so)");
+        skip(&format!("{LIB_DIR} is a CPU-only libtorch (no libtorch_cuda.so)"));
     }
 }
 

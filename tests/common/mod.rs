@@ -123,6 +123,13 @@ pub fn run_bin(args: &[&str]) -> Output {
     bin().args(args).output().expect("running the cross-entropy-tch binary")
 }
 
+/// Says why a test did not run, past libtest's output capture (which takes
+/// only `print!`/`eprint!`), so the line shows in every test log.
+pub fn skip(reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {reason}");
+}
+
 pub fn is_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
@@ -154,7 +161,7 @@ pub fn reference_python() -> Option<PathBuf> {
     if is_ci() {
         panic!("CI is set and the PyTorch reference is missing: {reason} (run scripts/setup.sh)");
     }
-    eprintln!("SKIPPED: PyTorch reference not available: {reason} (run scripts/setup.sh)");
+    skip(&format!("PyTorch reference not available: {reason} (run scripts/setup.sh)"));
     None
 }
 
