@@ -10,11 +10,14 @@
 //! - [`output`] prints the human-readable account and the `--json` document;
 //! - [`cli`] holds the flags.
 
+pub mod checkpoint;
 pub mod cli;
+pub mod data;
 pub mod device;
 pub mod loss;
 pub mod model;
 pub mod output;
+pub mod plot;
 pub mod training;
 
 pub use loss::{BCEWithLogitsLoss, CrossEntropyLoss, LossError, Reduction};

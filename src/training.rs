@@ -152,3 +152,363 @@ pub fn run_seed(
 fn host_copy(t: &Tensor) -> Tensor {
     t.detach().to_device(Device::Cpu).copy()
 }
+
+// ------------------------------------------------------------------------
+// Training a classifier on real data: the seed's model, loss and optimizer,
+// in an epoch loop.
+
+use crate::checkpoint::Checkpoint;
+use crate::data::{split, Dataset, Standardizer};
+use crate::loss::CrossEntropyLoss;
+
+/// The knobs of `train`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainConfig {
+    /// `torch.manual_seed(seed)` before the split.
+    pub seed: i64,
+    pub epochs: usize,
+    /// Rows per SGD step; `None` is the whole training split (no shuffling).
+    pub batch_size: Option<usize>,
+    pub lr: f64,
+    pub momentum: f64,
+    pub dampening: f64,
+    pub weight_decay: f64,
+    pub nesterov: bool,
+    pub label_smoothing: f64,
+    /// `nn.CrossEntropyLoss(weight=...)`, one value per class.
+    pub class_weights: Option<Vec<f64>>,
+    /// The share of rows held out for testing, rounded up.
+    pub test_fraction: f64,
+    /// Z-score the features with statistics of the training split.
+    pub standardize: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            seed: 0,
+            epochs: 200,
+            batch_size: None,
+            lr: 0.5,
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+            label_smoothing: 0.0,
+            class_weights: None,
+            test_fraction: 0.2,
+            standardize: true,
+        }
+    }
+}
+
+/// Loss and accuracy on both splits after one epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f32,
+    pub train_accuracy: f64,
+    pub test_loss: f32,
+    pub test_accuracy: f64,
+}
+
+/// The sizes of the data a run used.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DataSummary {
+    pub name: String,
+    pub rows: usize,
+    pub features: usize,
+    pub classes: usize,
+    pub train_rows: usize,
+    pub test_rows: usize,
+}
+
+/// What `train` did.
+#[derive(Debug)]
+pub struct TrainRun {
+    pub config: TrainConfig,
+    pub device: Device,
+    pub data: DataSummary,
+    pub epochs: Vec<EpochMetrics>,
+    /// On the test split after the last epoch: `[true class][predicted class]`.
+    pub confusion: Vec<Vec<i64>>,
+    /// The trained model and its standardization statistics.
+    pub checkpoint: Checkpoint,
+    /// Wall time of the epoch loop (steps and per-epoch evaluation).
+    pub seconds: f64,
+}
+
+impl TrainRun {
+    pub fn last(&self) -> &EpochMetrics {
+        self.epochs.last().expect("at least one epoch")
+    }
+
+    /// Training rows processed per second of the epoch loop.
+    pub fn samples_per_second(&self) -> f64 {
+        (self.data.train_rows * self.epochs.len()) as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// Trains `MyModel` (softmax regression) on `data`, in the order
+/// `scripts/reference.py train` does it, so the per-epoch numbers are
+/// PyTorch's: seed, split (`randperm`), standardize, `MyModel(D, C)` (or the
+/// parameters of `init`), SGD, then per epoch: shuffle (`randperm`, for
+/// mini-batches only), steps, evaluation of both splits.
+pub fn train(
+    data: &Dataset,
+    config: &TrainConfig,
+    device: Device,
+    init: Option<&Checkpoint>,
+    mut on_epoch: impl FnMut(&EpochMetrics),
+) -> Result<TrainRun> {
+    let classes = check_train(data, config, init)?;
+    tch::manual_seed(config.seed);
+    let (test_idx, train_idx) = split(data.rows, config.test_fraction)?;
+    let x = data.features_tensor();
+    let y = data.labels_tensor();
+    let standardizer = match (config.standardize, init.and_then(|c| c.standardizer.clone())) {
+        (false, _) => None,
+        (true, Some(s)) => Some(s),
+        (true, None) => Some(Standardizer::fit(&x.index_select(0, &train_idx))?),
+    };
+    let x = match &standardizer {
+        Some(s) => s.apply(&x)?,
+        None => x.to_kind(Kind::Float),
+    };
+
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let model = MyModel::new(&vs.root(), data.cols as i64, classes as i64);
+    if let Some(ck) = init {
+        copy_params(&model, ck);
+    }
+    if device != Device::Cpu {
+        vs.set_device(device);
+    }
+    let to = |t: Tensor| t.f_to_device(device).context("moving the data to the device");
+    let (x_train, y_train) =
+        (to(x.index_select(0, &train_idx))?, to(y.index_select(0, &train_idx))?);
+    let (x_test, y_test) = (to(x.index_select(0, &test_idx))?, to(y.index_select(0, &test_idx))?);
+    let n_train = x_train.size()[0];
+
+    let sgd = nn::Sgd {
+        momentum: config.momentum,
+        dampening: config.dampening,
+        wd: config.weight_decay,
+        nesterov: config.nesterov,
+    };
+    let mut optimizer = sgd.build(&vs, config.lr).context("building the SGD optimizer")?;
+    let mut loss_fn = CrossEntropyLoss::new().label_smoothing(config.label_smoothing);
+    if let Some(w) = &config.class_weights {
+        let w: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+        loss_fn = loss_fn.weight(to(Tensor::from_slice(&w))?);
+    }
+    let batch = config.batch_size.map_or(n_train, |b| (b as i64).min(n_train));
+
+    let start = std::time::Instant::now();
+    let mut epochs = Vec::with_capacity(config.epochs);
+    for epoch in 1..=config.epochs {
+        if batch >= n_train {
+            sgd_step(&model, &loss_fn, &mut optimizer, &x_train, &y_train)?;
+        } else {
+            // A fresh shuffle each epoch, from the seeded CPU generator.
+            let perm = Tensor::f_randperm(n_train, (Kind::Int64, Device::Cpu))?;
+            let mut first = 0;
+            while first < n_train {
+                let idx = to(perm.narrow(0, first, batch.min(n_train - first)))?;
+                let (xb, yb) = (x_train.index_select(0, &idx), y_train.index_select(0, &idx));
+                sgd_step(&model, &loss_fn, &mut optimizer, &xb, &yb)?;
+                first += batch;
+            }
+        }
+        let (train_loss, train_accuracy) = evaluate(&model, &loss_fn, &x_train, &y_train)?;
+        let (test_loss, test_accuracy) = evaluate(&model, &loss_fn, &x_test, &y_test)?;
+        let metrics = EpochMetrics { epoch, train_loss, train_accuracy, test_loss, test_accuracy };
+        if !train_loss.is_finite() {
+            anyhow::bail!(
+                "training diverged: the train loss is {train_loss} after epoch {epoch} of {}; lower --lr (now {})",
+                config.epochs,
+                config.lr
+            );
+        }
+        on_epoch(&metrics);
+        epochs.push(metrics);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+
+    let confusion = confusion_matrix(&model, &x_test, &y_test, classes)?;
+    let checkpoint = Checkpoint {
+        weight: Vec::<f32>::try_from(&host_copy(model.weight()).flatten(0, -1))?,
+        bias: Vec::<f32>::try_from(&host_copy(model.bias()))?,
+        classes,
+        features: data.cols,
+        standardizer,
+    };
+    Ok(TrainRun {
+        config: config.clone(),
+        device,
+        data: DataSummary {
+            name: data.name.clone(),
+            rows: data.rows,
+            features: data.cols,
+            classes,
+            train_rows: n_train as usize,
+            test_rows: x_test.size()[0] as usize,
+        },
+        epochs,
+        confusion,
+        checkpoint,
+        seconds,
+    })
+}
+
+/// Checks that data, config and checkpoint fit together (everything `train`
+/// would reject before its first step), and returns the number of classes.
+pub fn check_train(
+    data: &Dataset,
+    config: &TrainConfig,
+    init: Option<&Checkpoint>,
+) -> Result<usize> {
+    let classes = match init {
+        Some(ck) => check_checkpoint_fits(ck, data)?,
+        None => data.classes,
+    };
+    if let Some(w) = &config.class_weights {
+        anyhow::ensure!(
+            w.len() == classes,
+            "--class-weights has {} values but the data has {classes} classes",
+            w.len()
+        );
+    }
+    crate::data::split_sizes(data.rows, config.test_fraction)?;
+    Ok(classes)
+}
+
+/// forward, loss, zero_grad, backward, step: the seed's five lines.
+fn sgd_step(
+    model: &MyModel,
+    loss_fn: &CrossEntropyLoss,
+    optimizer: &mut nn::Optimizer,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<()> {
+    let outputs = model.forward(x);
+    let loss = loss_fn.f_forward(&outputs, y)?;
+    optimizer.zero_grad();
+    loss.f_backward().context("backward")?;
+    optimizer.step();
+    Ok(())
+}
+
+/// Loss and accuracy of the model on `(x, y)`, without gradients.
+pub fn evaluate(
+    model: &MyModel,
+    loss_fn: &CrossEntropyLoss,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<(f32, f64)> {
+    tch::no_grad(|| {
+        let logits = model.forward(x);
+        let loss = loss_fn.f_forward(&logits, y)?.f_double_value(&[])? as f32;
+        let correct = logits.argmax(1, false).eq_tensor(y).sum(Kind::Int64).int64_value(&[]);
+        Ok((loss, correct as f64 / y.size()[0] as f64))
+    })
+}
+
+/// `[true class][predicted class]` counts.
+pub fn confusion_matrix(
+    model: &MyModel,
+    x: &Tensor,
+    y: &Tensor,
+    classes: usize,
+) -> Result<Vec<Vec<i64>>> {
+    let pred = tch::no_grad(|| model.forward(x).argmax(1, false));
+    let pred = Vec::<i64>::try_from(&pred.to_device(Device::Cpu))?;
+    let truth = Vec::<i64>::try_from(&y.to_device(Device::Cpu))?;
+    let mut m = vec![vec![0i64; classes]; classes];
+    for (t, p) in truth.iter().zip(&pred) {
+        m[*t as usize][*p as usize] += 1;
+    }
+    Ok(m)
+}
+
+/// The checkpoint's class count, if it fits the data's features and labels.
+fn check_checkpoint_fits(ck: &Checkpoint, data: &Dataset) -> Result<usize> {
+    anyhow::ensure!(
+        ck.features == data.cols,
+        "the checkpoint's model takes {} features ({} is {}x{}), the data has {}",
+        ck.features,
+        crate::checkpoint::WEIGHT,
+        ck.classes,
+        ck.features,
+        data.cols
+    );
+    anyhow::ensure!(
+        ck.classes >= data.classes,
+        "the checkpoint's model has {} classes, the data has labels up to {}",
+        ck.classes,
+        data.classes - 1
+    );
+    Ok(ck.classes)
+}
+
+/// Overwrites the model's parameters with the checkpoint's (same shapes).
+fn copy_params(model: &MyModel, ck: &Checkpoint) {
+    tch::no_grad(|| {
+        let w = Tensor::from_slice(&ck.weight).view([ck.classes as i64, ck.features as i64]);
+        model.weight().shallow_clone().copy_(&w);
+        model.bias().shallow_clone().copy_(&Tensor::from_slice(&ck.bias));
+    });
+}
+
+/// A model built from a checkpoint, for evaluation.
+pub fn model_from_checkpoint(ck: &Checkpoint, device: Device) -> Result<(nn::VarStore, MyModel)> {
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let model = MyModel::new(&vs.root(), ck.features as i64, ck.classes as i64);
+    copy_params(&model, ck);
+    if device != Device::Cpu {
+        vs.set_device(device);
+    }
+    Ok((vs, model))
+}
+
+/// Accuracy and confusion matrix of a checkpoint on a whole data set.
+#[derive(Debug)]
+pub struct EvalRun {
+    pub data: DataSummary,
+    pub device: Device,
+    pub loss: f32,
+    pub accuracy: f64,
+    pub confusion: Vec<Vec<i64>>,
+}
+
+/// Evaluates a saved model on every row of `data`, standardized with the
+/// checkpoint's statistics (or not at all when `standardize` is false).
+pub fn eval(data: &Dataset, ck: &Checkpoint, standardize: bool, device: Device) -> Result<EvalRun> {
+    let classes = check_checkpoint_fits(ck, data)?;
+    let x = data.features_tensor();
+    let x = match (standardize, &ck.standardizer) {
+        (false, _) => x.to_kind(Kind::Float),
+        (true, Some(s)) => s.apply(&x)?,
+        (true, None) => anyhow::bail!(
+            "the checkpoint holds no standardization statistics (a plain state_dict?); if the model was trained on raw features, pass --no-standardize"
+        ),
+    };
+    let (_vs, model) = model_from_checkpoint(ck, device)?;
+    let x = x.f_to_device(device)?;
+    let y = data.labels_tensor().f_to_device(device)?;
+    let (loss, accuracy) = evaluate(&model, &CrossEntropyLoss::new(), &x, &y)?;
+    Ok(EvalRun {
+        data: DataSummary {
+            name: data.name.clone(),
+            rows: data.rows,
+            features: data.cols,
+            classes,
+            train_rows: 0,
+            test_rows: data.rows,
+        },
+        device,
+        loss,
+        accuracy,
+        confusion: confusion_matrix(&model, &x, &y, classes)?,
+    })
+}
