@@ -21,11 +21,13 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version: stdout, status 0
         Err(e) => {
-            // clap's first line names the flag and the problem; its usage
-            // block would only bury it.
+            // clap's first paragraph names the flag and the problem (on one
+            // line, or a line and an indented list); its usage block and tips
+            // would only bury it.
             let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("error: bad arguments");
-            eprintln!("{first} (see --help)");
+            let first = rendered.split("\n\n").next().unwrap_or("error: bad arguments");
+            let line: Vec<&str> = first.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            eprintln!("{} (see --help)", line.join(" "));
             return ExitCode::from(2);
         }
     };

@@ -325,7 +325,7 @@ pub fn train(
         let metrics = EpochMetrics { epoch, train_loss, train_accuracy, test_loss, test_accuracy };
         if !train_loss.is_finite() {
             anyhow::bail!(
-                "training diverged: the train loss is {train_loss} after epoch {epoch} of {}; lower --lr (now {})",
+                "training diverged: the train loss is {train_loss} after epoch {epoch} of {}; lower --lr (now {:e})",
                 config.epochs,
                 config.lr
             );

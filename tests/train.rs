@@ -1,0 +1,347 @@
+//! `train` and `eval` as a user runs them: parity with `scripts/reference.py
+//! train` (bit for bit on the CPU: the same ATen ops in the same order,
+//! mini-batches and momentum included), the accuracy bars, checkpoints both
+//! ways with PyTorch, outputs, and errors.
+
+mod common;
+
+use common::*;
+use cross_entropy_tch::checkpoint::Checkpoint;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("train-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn json_of(out: std::process::Output, what: &str) -> Value {
+    assert!(
+        out.status.success(),
+        "{what} exited with {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: not JSON ({e})"))
+}
+
+fn f32_of(v: &Value) -> f32 {
+    v.to_string().parse().unwrap()
+}
+
+fn assert_train_equal(rust: &Value, torch: &Value, what: &str) {
+    assert_eq!(rust["data"], torch["data"], "{what}: data");
+    assert_eq!(rust["confusion_matrix"], torch["confusion_matrix"], "{what}: confusion matrix");
+    for key in ["seed", "epochs", "batch_size", "nesterov", "standardize"] {
+        assert_eq!(rust["config"][key], torch["config"][key], "{what}: config.{key}");
+    }
+    let (r, t) = (rust["epochs"].as_array().unwrap(), torch["epochs"].as_array().unwrap());
+    assert_eq!(r.len(), t.len(), "{what}: epochs");
+    for (a, b) in r.iter().zip(t) {
+        for key in ["train_loss", "test_loss"] {
+            assert_eq!(
+                f32_of(&a[key]).to_bits(),
+                f32_of(&b[key]).to_bits(),
+                "{what}: epoch {} {key}: rust {} pytorch {}",
+                a["epoch"],
+                a[key],
+                b[key]
+            );
+        }
+        for key in ["epoch", "train_accuracy", "test_accuracy"] {
+            assert_eq!(a[key].as_f64(), b[key].as_f64(), "{what}: epoch {} {key}", a["epoch"]);
+        }
+    }
+}
+
+fn train_both(python: &PathBuf, args: &[&str]) -> (Value, Value) {
+    let mut full = vec!["train", "--json", "--device", "cpu", "--quiet"];
+    full.extend_from_slice(args);
+    let rust = json_of(run_bin(&full), &format!("cross-entropy-tch {full:?}"));
+    let torch = json_of(
+        std::process::Command::new(python)
+            .arg(root().join("scripts/reference.py"))
+            .args(&full)
+            .output()
+            .unwrap(),
+        &format!("reference.py {full:?}"),
+    );
+    (rust, torch)
+}
+
+#[test]
+fn training_is_bit_equal_to_pytorch() {
+    let Some(python) = reference_python() else { return };
+    let variants: &[&[&str]] = &[
+        &[],
+        &["--momentum", "0.9"],
+        &["--batch-size", "16"],
+        &["--batch-size", "16", "--momentum", "0.9", "--nesterov", "--weight-decay", "1e-3"],
+        &[
+            "--batch-size",
+            "32",
+            "--momentum",
+            "0.5",
+            "--dampening",
+            "0.1",
+            "--class-weights",
+            "1,2,0.5",
+            "--label-smoothing",
+            "0.1",
+        ],
+        &["--no-standardize", "--lr", "0.01", "--test-fraction", "0.3", "--seed", "7"],
+    ];
+    for dataset in ["iris", "wine"] {
+        for extra in variants {
+            let mut args = vec!["--dataset", dataset, "--epochs", "30"];
+            args.extend_from_slice(extra);
+            let (rust, torch) = train_both(&python, &args);
+            assert_train_equal(&rust, &torch, &format!("{args:?}"));
+        }
+    }
+}
+
+#[test]
+fn default_training_reaches_the_accuracy_bars() {
+    for (dataset, bar) in [("iris", 0.93), ("wine", 0.95), ("digits", 0.93)] {
+        let doc = json_of(run_bin(&["train", "--dataset", dataset, "--json", "--quiet"]), dataset);
+        let acc = doc["final"]["test_accuracy"].as_f64().unwrap();
+        assert!(acc >= bar, "{dataset}: test accuracy {acc} < {bar}");
+        let m = doc["confusion_matrix"].as_array().unwrap();
+        let total: i64 =
+            m.iter().flat_map(|r| r.as_array().unwrap()).map(|v| v.as_i64().unwrap()).sum();
+        assert_eq!(total, doc["data"]["test_rows"].as_i64().unwrap());
+        assert!(doc["samples_per_second"].as_f64().unwrap() > 0.0);
+    }
+}
+
+fn eval_json(python: Option<&PathBuf>, ck: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "eval",
+        "--json",
+        "--device",
+        "cpu",
+        "--dataset",
+        "iris",
+        "--load",
+        ck.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    match python {
+        None => json_of(run_bin(&args), "cross-entropy-tch eval"),
+        Some(py) => json_of(
+            std::process::Command::new(py)
+                .arg(root().join("scripts/reference.py"))
+                .args(&args)
+                .output()
+                .unwrap(),
+            "reference.py eval",
+        ),
+    }
+}
+
+fn assert_eval_equal(a: &Value, b: &Value, what: &str) {
+    assert_eq!(f32_of(&a["loss"]).to_bits(), f32_of(&b["loss"]).to_bits(), "{what}: loss");
+    assert_eq!(a["accuracy"].as_f64(), b["accuracy"].as_f64(), "{what}: accuracy");
+    assert_eq!(a["confusion_matrix"], b["confusion_matrix"], "{what}: confusion");
+}
+
+#[test]
+fn checkpoints_round_trip_with_pytorch() {
+    let Some(python) = reference_python() else { return };
+    let (ours, theirs) = (tmp("ours.safetensors"), tmp("theirs.safetensors"));
+    let flags = ["--dataset", "iris", "--epochs", "40", "--batch-size", "24", "--momentum", "0.9"];
+    let mut rust_args = flags.to_vec();
+    rust_args.extend(["--save", ours.to_str().unwrap()]);
+    let mut torch_args = flags.to_vec();
+    torch_args.extend(["--save", theirs.to_str().unwrap()]);
+    let (r, _) = train_both(&python, &rust_args);
+    let (_, t) = train_both(&python, &torch_args);
+    assert_train_equal(&r, &t, "training before the saves");
+
+    // The same training saved by each side: the same tensors and statistics.
+    let (a, b) = (Checkpoint::load(&ours).unwrap(), Checkpoint::load(&theirs).unwrap());
+    assert_eq!(a, b, "the checkpoints differ");
+    assert!(a.standardizer.is_some());
+
+    // Ours loads into PyTorch's MyModel (strictly) and evaluates the same;
+    // PyTorch's loads here and evaluates the same.
+    for ck in [&ours, &theirs] {
+        let rust = eval_json(None, ck, &[]);
+        let torch = eval_json(Some(&python), ck, &[]);
+        assert_eval_equal(&rust, &torch, &ck.display().to_string());
+        assert!(rust["accuracy"].as_f64().unwrap() > 0.9);
+    }
+
+    // Continuing from a checkpoint matches too.
+    let cont = ["--dataset", "iris", "--epochs", "5", "--load", ours.to_str().unwrap()];
+    let (r, t) = train_both(&python, &cont);
+    assert_train_equal(&r, &t, "continued training");
+}
+
+#[test]
+fn a_plain_pytorch_state_dict_loads() {
+    let Some(python) = reference_python() else { return };
+    let path = tmp("plain.safetensors");
+    let script = format!(
+        "import sys; sys.path.insert(0, {scripts:?}); import torch; from reference import MyModel\n\
+         from safetensors.torch import save_file\n\
+         torch.manual_seed(0); m = MyModel(4, 3)\n\
+         save_file(m.state_dict(), {path:?})",
+        scripts = root().join("scripts").to_str().unwrap(),
+        path = path.to_str().unwrap()
+    );
+    let out = std::process::Command::new(&python).args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // No standardization statistics in it: asking for them is a clear error…
+    let out = run_bin(&[
+        "eval",
+        "--dataset",
+        "iris",
+        "--load",
+        path.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("no standardization statistics") && stderr.contains("--no-standardize"),
+        "{stderr}"
+    );
+    // …and raw features evaluate as in PyTorch.
+    let rust = eval_json(None, &path, &["--no-standardize"]);
+    let torch = eval_json(Some(&python), &path, &["--no-standardize"]);
+    assert_eval_equal(&rust, &torch, "plain state_dict");
+}
+
+#[test]
+fn a_csv_file_with_crlf_and_a_header_trains_like_the_bundled_set() {
+    let iris = std::fs::read_to_string(root().join("data/iris.csv")).unwrap();
+    let path = tmp("iris-crlf.csv");
+    std::fs::write(&path, iris.replace('\n', "\r\n")).unwrap();
+    let args = |data: &[&str]| {
+        let mut a = vec!["train", "--json", "--quiet", "--device", "cpu", "--epochs", "20"];
+        a.extend_from_slice(data);
+        json_of(run_bin(&a), &format!("{a:?}"))
+    };
+    let from_file = args(&["--data", path.to_str().unwrap()]);
+    let bundled = args(&["--dataset", "iris"]);
+    assert_eq!(from_file["epochs"], bundled["epochs"]);
+    assert_eq!(from_file["data"]["rows"], 150);
+}
+
+#[test]
+fn train_writes_the_plot_the_csv_and_the_checkpoint() {
+    let (plot, csv, ck) = (tmp("curves.svg"), tmp("metrics.csv"), tmp("model.safetensors"));
+    for p in [&plot, &csv, &ck] {
+        let _ = std::fs::remove_file(p);
+    }
+    let out = run_bin(&[
+        "train",
+        "--dataset",
+        "iris",
+        "--epochs",
+        "50",
+        "--device",
+        "cpu",
+        "--plot",
+        plot.to_str().unwrap(),
+        "--metrics-csv",
+        csv.to_str().unwrap(),
+        "--save",
+        ck.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for what in [
+        "data:      iris (150 rows, 4 features, 3 classes): 120 train, 30 test, standardized",
+        "MyModel(linear=Linear(in_features=4, out_features=3, bias=True))",
+        "50 epochs, full batch, SGD lr 0.5",
+        "confusion matrix of the test split",
+        "samples/s",
+        "wrote:",
+    ] {
+        assert!(stdout.contains(what), "no '{what}' in:\n{stdout}");
+    }
+    // Progress lines on stderr (not a terminal here), at most about 20.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let progress = stderr.lines().filter(|l| l.starts_with("epoch")).count();
+    assert!((10..=22).contains(&progress), "{progress} progress lines:\n{stderr}");
+
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        svg.starts_with("<svg")
+            && svg.contains("accuracy")
+            && svg.contains("train")
+            && svg.contains("test")
+    );
+    assert!(svg.matches("<polyline").count() >= 4, "four curves expected");
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "epoch,train_loss,train_accuracy,test_loss,test_accuracy");
+    assert_eq!(lines.len(), 51);
+    assert!(lines[50].starts_with("50,"));
+    assert_eq!(Checkpoint::load(&ck).unwrap().classes, 3);
+    // No temporary files left next to them.
+    let leftovers: Vec<_> = std::fs::read_dir(plot.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // --quiet: no progress.
+    let out =
+        run_bin(&["train", "--dataset", "iris", "--epochs", "5", "--quiet", "--device", "cpu"]);
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn train_errors_are_one_line_and_nothing_is_written() {
+    let plot = tmp("never.svg");
+    let _ = std::fs::remove_file(&plot);
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["--dataset", "iris", "--plot", "/nonexistent-dir/x.svg"],
+            1,
+            "--plot /nonexistent-dir/x.svg: cannot write in /nonexistent-dir",
+        ),
+        (
+            &["--dataset", "iris", "--class-weights", "1,2"],
+            2,
+            "--class-weights has 2 values but the data has 3 classes",
+        ),
+        (&["--dataset", "iris", "--class-weights", "1,-2,1"], 2, "must be a finite number >= 0"),
+        (&["--dataset", "iris", "--test-fraction", "1.5"], 2, "--test-fraction"),
+        (&["--dataset", "iris", "--nesterov"], 2, "--nesterov needs --momentum > 0"),
+        (&["--dataset", "iris", "--label-smoothing", "2"], 2, "between 0 and 1"),
+        (&["--dataset", "iris", "--epochs", "0"], 2, "must be at least 1"),
+        (&["--dataset", "mnist"], 2, "--dataset"),
+        (&[], 2, "--dataset"),
+        (&["--data", "/nonexistent.csv"], 2, "--data /nonexistent.csv: cannot open"),
+        (
+            &["--dataset", "iris", "--load", "/nonexistent.safetensors"],
+            2,
+            "--load /nonexistent.safetensors: cannot read",
+        ),
+        (&["--dataset", "iris", "--lr", "1e38", "--epochs", "50"], 1, "training diverged: the train loss is inf after epoch 1 of 50; lower --lr (now 1e38)"),
+    ];
+    for (args, code, expected) in cases {
+        let mut full = vec!["train", "--quiet", "--device", "cpu"];
+        full.extend_from_slice(args);
+        if *code == 1 && expected.contains("diverged") {
+            full.extend(["--plot", plot.to_str().unwrap()]);
+        }
+        let out = run_bin(&full);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: '{stderr}' lacks '{expected}'");
+        assert!(!stderr.contains("panicked") && !stderr.contains("terminate called"));
+        assert!(out.stdout.is_empty(), "{args:?}: stdout {}", String::from_utf8_lossy(&out.stdout));
+    }
+    assert!(!plot.exists(), "a diverged run must not leave its plot");
+}
