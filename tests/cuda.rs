@@ -107,3 +107,38 @@ fn cross_entropy_loss_on_cuda_matches_cpu_and_catches_bad_targets() {
     let err = CrossEntropyLoss::new().f_forward(&logits, &bad).unwrap_err();
     assert!(err.to_string().contains("target 7 at [1] is out of bounds"), "{err}");
 }
+
+#[test]
+fn training_on_cuda_matches_cpu_within_1e_4() {
+    use cross_entropy_tch::data::{Bundled, Dataset};
+    use cross_entropy_tch::training::{train, TrainConfig};
+    if !Cuda::is_available() {
+        skip("libtorch sees no CUDA device on this machine (no GPU or no driver)");
+        return;
+    }
+    let _rng = rng_lock();
+    // Split, standardization and init are drawn on the CPU in both runs; the
+    // steps' sums differ in order on the GPU, and 200 epochs of SGD carry
+    // that f32 round-off forward: 1e-4 on the losses leaves room for it.
+    for (which, config) in [
+        (Bundled::Iris, TrainConfig::default()),
+        (
+            Bundled::Wine,
+            TrainConfig {
+                batch_size: Some(16),
+                momentum: 0.9,
+                epochs: 50,
+                ..TrainConfig::default()
+            },
+        ),
+    ] {
+        let data = Dataset::bundled(which).unwrap();
+        let cpu = train(&data, &config, Device::Cpu, None, |_| {}).unwrap();
+        let gpu = train(&data, &config, Device::Cuda(0), None, |_| {}).unwrap();
+        for (a, b) in cpu.epochs.iter().zip(&gpu.epochs) {
+            for (x, y) in [(a.train_loss, b.train_loss), (a.test_loss, b.test_loss)] {
+                assert!((x - y).abs() <= 1e-4, "{which}: epoch {}: cpu {x}, cuda {y}", a.epoch);
+            }
+        }
+    }
+}

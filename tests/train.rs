@@ -327,7 +327,11 @@ fn train_errors_are_one_line_and_nothing_is_written() {
             2,
             "--load /nonexistent.safetensors: cannot read",
         ),
-        (&["--dataset", "iris", "--lr", "1e38", "--epochs", "50"], 1, "training diverged: the train loss is inf after epoch 1 of 50; lower --lr (now 1e38)"),
+        (
+            &["--dataset", "iris", "--lr", "1e38", "--epochs", "50"],
+            1,
+            "training diverged: the train loss is inf after epoch 1 of 50; lower --lr (now 1e38)",
+        ),
     ];
     for (args, code, expected) in cases {
         let mut full = vec!["train", "--quiet", "--device", "cpu"];
