@@ -32,15 +32,16 @@ impl fmt::Display for Bundled {
     }
 }
 
-/// A classification data set held in memory: `rows x cols` features
-/// (row-major, f64 as parsed) and one class label per row.
-#[derive(Debug, Clone)]
+/// A classification data set held in memory: `rows x cols` features (f64
+/// as parsed, in a CPU tensor: one copy of the data) and one class label per
+/// row.
+#[derive(Debug)]
 pub struct Dataset {
     /// Where it came from: a bundled name or a file path.
     pub name: String,
     pub rows: usize,
     pub cols: usize,
-    pub features: Vec<f64>,
+    features: Tensor,
     pub labels: Vec<i64>,
     /// One more than the largest label.
     pub classes: usize,
@@ -117,6 +118,12 @@ impl Dataset {
                     cells.len()
                 );
             }
+            if features.try_reserve(expected - 1).is_err() || labels.try_reserve(1).is_err() {
+                bail!(
+                    "{name}, line {line_no}: out of memory holding the data ({} rows read)",
+                    labels.len()
+                );
+            }
             for (col, cell) in cells[..expected - 1].iter().enumerate() {
                 let value: f64 = cell.parse().map_err(|_| {
                     anyhow::anyhow!(
@@ -151,19 +158,15 @@ impl Dataset {
                 labels[0]
             );
         }
-        Ok(Dataset {
-            name: name.to_string(),
-            rows: labels.len(),
-            cols: cols - 1,
-            features,
-            labels,
-            classes,
-        })
+        let (rows, cols) = (labels.len(), cols - 1);
+        let features = Tensor::f_from_slice(&features)?.f_view([rows as i64, cols as i64])?;
+        Ok(Dataset { name: name.to_string(), rows, cols, features, labels, classes })
     }
 
-    /// The features as an f64 `(rows, cols)` tensor on the CPU.
+    /// The features as an f64 `(rows, cols)` tensor on the CPU (shared, not
+    /// copied: do not modify it in place).
     pub fn features_tensor(&self) -> Tensor {
-        Tensor::from_slice(&self.features).view([self.rows as i64, self.cols as i64])
+        self.features.shallow_clone()
     }
 
     /// The labels as an Int64 `(rows,)` tensor on the CPU.
@@ -242,6 +245,10 @@ impl Standardizer {
         }
         let mean = Tensor::from_slice(&self.mean);
         let std = Tensor::from_slice(&self.std);
-        Ok(((x - mean) / std).f_to_kind(Kind::Float)?)
+        // In place after the subtraction: one f64 copy of the data, not two
+        // (the same kernels, so the same numbers as `(x - mean) / std`).
+        let mut z = x.f_sub(&mean)?;
+        let _ = z.f_div_(&std)?;
+        Ok(z.f_to_kind(Kind::Float)?)
     }
 }

@@ -306,18 +306,31 @@ pub fn train(
 
     let start = std::time::Instant::now();
     let mut epochs = Vec::with_capacity(config.epochs);
+    let steps_per_epoch = (n_train + batch - 1) / batch;
+    let diverged = |loss: f32, epoch: usize, step: i64| {
+        anyhow::anyhow!(
+            "training diverged: the loss is {loss} at epoch {epoch} of {}, step {step} of {steps_per_epoch}; lower --lr (now {:e})",
+            config.epochs,
+            config.lr
+        )
+    };
     for epoch in 1..=config.epochs {
         if batch >= n_train {
-            sgd_step(&model, &loss_fn, &mut optimizer, &x_train, &y_train)?;
+            let loss = sgd_step(&model, &loss_fn, &mut optimizer, &x_train, &y_train)?;
+            if !loss.is_finite() {
+                return Err(diverged(loss, epoch, 1));
+            }
         } else {
             // A fresh shuffle each epoch, from the seeded CPU generator.
             let perm = Tensor::f_randperm(n_train, (Kind::Int64, Device::Cpu))?;
-            let mut first = 0;
-            while first < n_train {
+            for step in 0..steps_per_epoch {
+                let first = step * batch;
                 let idx = to(perm.narrow(0, first, batch.min(n_train - first)))?;
                 let (xb, yb) = (x_train.index_select(0, &idx), y_train.index_select(0, &idx));
-                sgd_step(&model, &loss_fn, &mut optimizer, &xb, &yb)?;
-                first += batch;
+                let loss = sgd_step(&model, &loss_fn, &mut optimizer, &xb, &yb)?;
+                if !loss.is_finite() {
+                    return Err(diverged(loss, epoch, step + 1));
+                }
             }
         }
         let (train_loss, train_accuracy) = evaluate(&model, &loss_fn, &x_train, &y_train)?;
@@ -325,7 +338,7 @@ pub fn train(
         let metrics = EpochMetrics { epoch, train_loss, train_accuracy, test_loss, test_accuracy };
         if !train_loss.is_finite() {
             anyhow::bail!(
-                "training diverged: the train loss is {train_loss} after epoch {epoch} of {}; lower --lr (now {:e})",
+                "training diverged: the train loss is {train_loss} after epoch {epoch} of {} (its steps' losses were finite); lower --lr (now {:e})",
                 config.epochs,
                 config.lr
             );
@@ -383,20 +396,24 @@ pub fn check_train(
     Ok(classes)
 }
 
-/// forward, loss, zero_grad, backward, step: the seed's five lines.
+/// forward, loss, zero_grad, backward, step: the seed's five lines. Returns
+/// the loss; a non-finite one is not stepped on.
 fn sgd_step(
     model: &MyModel,
     loss_fn: &CrossEntropyLoss,
     optimizer: &mut nn::Optimizer,
     x: &Tensor,
     y: &Tensor,
-) -> Result<()> {
+) -> Result<f32> {
     let outputs = model.forward(x);
     let loss = loss_fn.f_forward(&outputs, y)?;
-    optimizer.zero_grad();
-    loss.f_backward().context("backward")?;
-    optimizer.step();
-    Ok(())
+    let value = loss.f_double_value(&[])? as f32;
+    if value.is_finite() {
+        optimizer.zero_grad();
+        loss.f_backward().context("backward")?;
+        optimizer.step();
+    }
+    Ok(value)
 }
 
 /// Loss and accuracy of the model on `(x, y)`, without gradients.

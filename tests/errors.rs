@@ -1,0 +1,535 @@
+//! The bad-input battery: the real binary over every kind of bad flag, data
+//! file, checkpoint and output path. Each case must give one line on stderr
+//! naming the problem, exit status 2 (bad usage or input) or 1 (a failure
+//! while running: a write, a diverged training), no panic or C++ abort, and
+//! no output file left behind.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+
+/// A fresh, empty directory for one case.
+fn case_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("errors").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Input files a case needs, written into its directory before it runs.
+enum Input {
+    Text(&'static str, &'static str),
+    Bytes(&'static str, Vec<u8>),
+    Dir(&'static str),
+    /// A real iris checkpoint from the binary (`--save`), then cut to `keep` bytes.
+    IrisCheckpoint(&'static str, Option<usize>),
+    Safetensors(&'static str, Vec<(&'static str, safetensors::Dtype, Vec<usize>)>),
+}
+
+struct Case {
+    name: &'static str,
+    args: Vec<&'static str>,
+    inputs: Vec<Input>,
+    code: i32,
+    message: &'static str,
+}
+
+fn case(name: &'static str, args: &[&'static str], code: i32, message: &'static str) -> Case {
+    Case { name, args: args.to_vec(), inputs: vec![], code, message }
+}
+
+fn with(mut c: Case, input: Input) -> Case {
+    c.inputs.push(input);
+    c
+}
+
+const OUTPUTS: [&str; 6] =
+    ["--save", "out.safetensors", "--plot", "out.svg", "--metrics-csv", "out.csv"];
+
+fn write_inputs(dir: &Path, inputs: &[Input]) {
+    for input in inputs {
+        match input {
+            Input::Text(name, text) => std::fs::write(dir.join(name), text).unwrap(),
+            Input::Bytes(name, bytes) => std::fs::write(dir.join(name), bytes).unwrap(),
+            Input::Dir(name) => std::fs::create_dir_all(dir.join(name)).unwrap(),
+            Input::IrisCheckpoint(name, keep) => {
+                let path = dir.join(name);
+                let out = run_bin(&[
+                    "train",
+                    "--dataset",
+                    "iris",
+                    "--epochs",
+                    "2",
+                    "--quiet",
+                    "--device",
+                    "cpu",
+                    "--save",
+                    path.to_str().unwrap(),
+                ]);
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                if let Some(keep) = keep {
+                    let bytes = std::fs::read(&path).unwrap();
+                    std::fs::write(&path, &bytes[..*keep.min(&bytes.len())]).unwrap();
+                }
+            }
+            Input::Safetensors(name, tensors) => {
+                let data: Vec<Vec<u8>> = tensors
+                    .iter()
+                    .map(|(_, dtype, shape)| {
+                        vec![0u8; shape.iter().product::<usize>() * dtype.size()]
+                    })
+                    .collect();
+                let views: Vec<(&str, safetensors::tensor::TensorView)> = tensors
+                    .iter()
+                    .zip(&data)
+                    .map(|((n, dtype, shape), d)| {
+                        (
+                            *n,
+                            safetensors::tensor::TensorView::new(*dtype, shape.clone(), d).unwrap(),
+                        )
+                    })
+                    .collect();
+                std::fs::write(dir.join(name), safetensors::serialize(views, &None).unwrap())
+                    .unwrap();
+            }
+        }
+    }
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn cases() -> Vec<Case> {
+    use safetensors::Dtype::{F32, F64};
+    let gpu = tch::Cuda::is_available();
+    let cuda_case = if gpu {
+        case("cuda:99 on this GPU box", &["--device", "cuda:99"], 2, "CUDA device(s), cuda:0 to")
+    } else {
+        case("cuda without a GPU", &["--device", "cuda"], 2, "libtorch sees no CUDA device")
+    };
+    let train = |name, args: &[&'static str], code, message| {
+        let mut a = vec!["train", "--quiet", "--device", "cpu"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&OUTPUTS);
+        Case { name, args: a, inputs: vec![], code, message }
+    };
+    let data = |name, file: &'static str, text: &'static str, message| {
+        with(train(name, &["--data", file], 2, message), Input::Text(file, text))
+    };
+    let eval = |name, file: &'static str, message| {
+        let mut c = case(
+            name,
+            &["eval", "--dataset", "iris", "--device", "cpu", "--load", file],
+            2,
+            message,
+        );
+        c.args.retain(|_| true);
+        c
+    };
+    vec![
+        // ---- flags
+        case(
+            "batch size 0",
+            &["--batch-size", "0"],
+            2,
+            "'--batch-size <BATCH_SIZE>': must be at least 1, got 0",
+        ),
+        case("negative batch size", &["--batch-size", "-3"], 2, "must be at least 1, got -3"),
+        case("input size 0", &["--input-size", "0"], 2, "--input-size"),
+        case(
+            "0 classes",
+            &["--num-classes", "0"],
+            2,
+            "'--num-classes <NUM_CLASSES>': must be at least 2, got 0",
+        ),
+        case("1 class", &["--num-classes", "1"], 2, "must be at least 2, got 1"),
+        case("lr NaN", &["--lr", "nan"], 2, "the learning rate must be finite and >= 0, got nan"),
+        case("lr inf", &["--lr", "inf"], 2, "the learning rate must be finite and >= 0, got inf"),
+        case(
+            "negative lr",
+            &["--lr", "-0.5"],
+            2,
+            "the learning rate must be finite and >= 0, got -0.5",
+        ),
+        case("0 steps", &["--steps", "0"], 2, "'--steps <STEPS>': must be at least 1"),
+        case("0 threads", &["--threads", "0"], 2, "'--threads <THREADS>': must be at least 1"),
+        case(
+            "unknown device",
+            &["--device", "tpu"],
+            2,
+            "expected cpu, cuda, cuda:N or auto, got 'tpu'",
+        ),
+        case("bad cuda index", &["--device", "cuda:x"], 2, "expected cpu, cuda, cuda:N or auto"),
+        cuda_case,
+        case(
+            "huge sizes",
+            &["--batch-size", "1000000", "--input-size", "1000000"],
+            2,
+            "is over 1073741824 elements",
+        ),
+        case("unknown flag", &["--frobnicate"], 2, "unexpected argument '--frobnicate'"),
+        train(
+            "0 epochs",
+            &["--dataset", "iris", "--epochs", "0"],
+            2,
+            "'--epochs <EPOCHS>': must be at least 1",
+        ),
+        train(
+            "test fraction 0",
+            &["--dataset", "iris", "--test-fraction", "0"],
+            2,
+            "must be between 0 and 1 (exclusive), got 0",
+        ),
+        train(
+            "test fraction 1",
+            &["--dataset", "iris", "--test-fraction", "1"],
+            2,
+            "must be between 0 and 1 (exclusive), got 1",
+        ),
+        train(
+            "test fraction -0.2",
+            &["--dataset", "iris", "--test-fraction", "-0.2"],
+            2,
+            "got -0.2",
+        ),
+        train(
+            "class weights count",
+            &["--dataset", "iris", "--class-weights", "1,2"],
+            2,
+            "--class-weights has 2 values but the data has 3 classes",
+        ),
+        train(
+            "negative class weight",
+            &["--dataset", "iris", "--class-weights", "1,-2,1"],
+            2,
+            "must be a finite number >= 0, got -2",
+        ),
+        train(
+            "class weight not a number",
+            &["--dataset", "iris", "--class-weights", "1,x,1"],
+            2,
+            "got x",
+        ),
+        train(
+            "label smoothing 1.5",
+            &["--dataset", "iris", "--label-smoothing", "1.5"],
+            2,
+            "must be between 0 and 1, got 1.5",
+        ),
+        train(
+            "label smoothing -0.1",
+            &["--dataset", "iris", "--label-smoothing", "-0.1"],
+            2,
+            "got -0.1",
+        ),
+        train(
+            "negative momentum",
+            &["--dataset", "iris", "--momentum", "-1"],
+            2,
+            "'--momentum <MOMENTUM>'",
+        ),
+        train(
+            "weight decay NaN",
+            &["--dataset", "iris", "--weight-decay", "nan"],
+            2,
+            "'--weight-decay <WEIGHT_DECAY>'",
+        ),
+        train(
+            "nesterov without momentum",
+            &["--dataset", "iris", "--nesterov"],
+            2,
+            "--nesterov needs --momentum > 0 and --dampening 0",
+        ),
+        train("mini-batch 0", &["--dataset", "iris", "--batch-size", "0"], 2, "must be at least 1"),
+        train("no data", &[], 2, "required arguments were not provided: --dataset <DATASET>"),
+        train(
+            "two data sources",
+            &["--dataset", "iris", "--data", "x.csv"],
+            2,
+            "cannot be used with",
+        ),
+        train(
+            "unknown dataset",
+            &["--dataset", "mnist"],
+            2,
+            "invalid value 'mnist' for '--dataset <DATASET>'",
+        ),
+        // ---- data files
+        train(
+            "missing data file",
+            &["--data", "missing.csv"],
+            2,
+            "--data missing.csv: cannot open: No such file",
+        ),
+        with(
+            train("data is a directory", &["--data", "adir"], 2, "--data adir: is a directory"),
+            Input::Dir("adir"),
+        ),
+        data(
+            "empty file",
+            "e.csv",
+            "",
+            "e.csv: no data rows (the file is empty or holds only a header)",
+        ),
+        data("header only", "h.csv", "a,b,label\n", "h.csv: no data rows"),
+        data(
+            "ragged rows",
+            "r.csv",
+            "1,2,0\n3,4,1\n5,6\n",
+            "r.csv, line 3: 2 columns, expected 3 like the first data row",
+        ),
+        data(
+            "non-numeric cell",
+            "n.csv",
+            "1,2,0\n3,abc,1\n",
+            "n.csv, line 2, column 2: 'abc' is not a number",
+        ),
+        data(
+            "NaN cell",
+            "nan.csv",
+            "1,2,0\nNaN,4,1\n",
+            "nan.csv, line 2, column 1: 'NaN' is not a finite number",
+        ),
+        data(
+            "inf cell",
+            "inf.csv",
+            "1,2,0\n3,-inf,1\n",
+            "inf.csv, line 2, column 2: '-inf' is not a finite number",
+        ),
+        data(
+            "negative label",
+            "neg.csv",
+            "1,2,0\n3,4,-1\n",
+            "neg.csv, line 2, column 3 (the label): -1 is negative",
+        ),
+        data(
+            "fractional label",
+            "frac.csv",
+            "1,2,0\n3,4,0.5\n",
+            "frac.csv, line 2, column 3 (the label): '0.5' is not a whole number",
+        ),
+        data("label not a number", "word.csv", "1,2,0\n3,4,cat\n", "'cat' is not a class number"),
+        data(
+            "huge label",
+            "big.csv",
+            "1,2,0\n3,4,99999999\n",
+            "99999999 is too large for a class number",
+        ),
+        data(
+            "one class",
+            "one.csv",
+            "1,2,0\n3,4,0\n5,6,0\n",
+            "one.csv: every row has label 0; classification needs at least 2 classes",
+        ),
+        data("one column", "col.csv", "1\n0\n", "col.csv, line 1: one column"),
+        with(
+            train(
+                "too few rows for the split",
+                &["--data", "few.csv", "--test-fraction", "0.9"],
+                2,
+                "--test-fraction 0.9 of 2 rows leaves 2 for test and 0 for training",
+            ),
+            Input::Text("few.csv", "1,2,0\n3,4,1\n"),
+        ),
+        with(
+            train(
+                "not UTF-8",
+                &["--data", "bin.csv"],
+                2,
+                "bin.csv, line 2: not UTF-8 text (byte 3)",
+            ),
+            Input::Bytes("bin.csv", b"1,2,0\n3,\xff,1\n".to_vec()),
+        ),
+        // ---- checkpoints
+        eval(
+            "missing checkpoint",
+            "nope.safetensors",
+            "--load nope.safetensors: cannot read: No such file",
+        ),
+        with(
+            eval(
+                "truncated checkpoint",
+                "cut.safetensors",
+                "--load cut.safetensors: not a valid safetensors file",
+            ),
+            Input::IrisCheckpoint("cut.safetensors", Some(100)),
+        ),
+        with(
+            eval(
+                "corrupt checkpoint",
+                "junk.safetensors",
+                "--load junk.safetensors: not a valid safetensors file",
+            ),
+            Input::Bytes("junk.safetensors", b"this is not a checkpoint at all".to_vec()),
+        ),
+        with(
+            eval(
+                "wrong tensor names",
+                "names.safetensors",
+                "no tensor named 'linear.weight' (the file has [\"fc.bias\", \"fc.weight\"])",
+            ),
+            Input::Safetensors(
+                "names.safetensors",
+                vec![("fc.weight", F32, vec![3, 4]), ("fc.bias", F32, vec![3])],
+            ),
+        ),
+        with(
+            eval("wrong dtype", "f64.safetensors", "linear.weight has dtype F64, expected F32"),
+            Input::Safetensors(
+                "f64.safetensors",
+                vec![("linear.weight", F64, vec![3, 4]), ("linear.bias", F64, vec![3])],
+            ),
+        ),
+        with(
+            eval(
+                "inconsistent shapes",
+                "shapes.safetensors",
+                "linear.weight has shape [3, 4] and linear.bias [5]",
+            ),
+            Input::Safetensors(
+                "shapes.safetensors",
+                vec![("linear.weight", F32, vec![3, 4]), ("linear.bias", F32, vec![5])],
+            ),
+        ),
+        with(
+            case(
+                "checkpoint for other data",
+                &["eval", "--dataset", "wine", "--device", "cpu", "--load", "iris.safetensors"],
+                2,
+                "the checkpoint's model takes 4 features (linear.weight is 3x4), the data has 13",
+            ),
+            Input::IrisCheckpoint("iris.safetensors", None),
+        ),
+        with(
+            with(
+                train(
+                    "labels beyond the checkpoint's classes",
+                    &["--data", "five.csv", "--load", "iris.safetensors"],
+                    2,
+                    "the checkpoint's model has 3 classes, the data has labels up to 5",
+                ),
+                Input::Text("five.csv", "1,2,3,4,0\n1,2,3,4,5\n1,2,3,4,1\n1,2,3,4,2\n1,2,3,4,0\n"),
+            ),
+            Input::IrisCheckpoint("iris.safetensors", None),
+        ),
+        // ---- outputs
+        {
+            let mut c = case(
+                "plot in a missing directory",
+                &[
+                    "train",
+                    "--dataset",
+                    "iris",
+                    "--quiet",
+                    "--device",
+                    "cpu",
+                    "--plot",
+                    "no/such/dir/p.svg",
+                    "--save",
+                    "out.safetensors",
+                ],
+                1,
+                "--plot no/such/dir/p.svg: cannot write in no/such/dir",
+            );
+            c.inputs.push(Input::Dir("keep"));
+            c
+        },
+        with(
+            case(
+                "save onto a directory",
+                &["train", "--dataset", "iris", "--quiet", "--device", "cpu", "--save", "adir"],
+                1,
+                "--save adir: is a directory",
+            ),
+            Input::Dir("adir"),
+        ),
+        with(
+            case(
+                "csv under a file",
+                &[
+                    "train",
+                    "--dataset",
+                    "iris",
+                    "--quiet",
+                    "--device",
+                    "cpu",
+                    "--metrics-csv",
+                    "f.txt/m.csv",
+                ],
+                1,
+                "--metrics-csv f.txt/m.csv: cannot write in f.txt",
+            ),
+            Input::Text("f.txt", "x"),
+        ),
+        // ---- training
+        train(
+            "diverging training",
+            &["--dataset", "iris", "--lr", "1e38"],
+            1,
+            "training diverged: the train loss is inf after epoch 1 of 200",
+        ),
+        train(
+            "diverging mini-batches",
+            &["--dataset", "iris", "--lr", "1e38", "--batch-size", "10"],
+            1,
+            "training diverged: the loss is NaN at epoch 4 of 200, step 10 of 12",
+        ),
+    ]
+}
+
+#[test]
+fn every_bad_input_gets_one_clear_line() {
+    let cases = cases();
+    assert!(cases.len() >= 40, "only {} cases", cases.len());
+    let mut failures = Vec::new();
+    for (i, c) in cases.iter().enumerate() {
+        let dir = case_dir(&format!("case{i:02}"));
+        write_inputs(&dir, &c.inputs);
+        let before = listing(&dir);
+        let out = bin().args(&c.args).current_dir(&dir).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let mut problems = Vec::new();
+        if out.status.code() != Some(c.code) {
+            problems.push(format!("exit {:?}, expected {}", out.status.code(), c.code));
+        }
+        if stderr.lines().count() != 1 || !stderr.starts_with("error: ") {
+            problems.push("not one 'error: ...' line".to_string());
+        }
+        if !stderr.contains(c.message) {
+            problems.push(format!("lacks '{}'", c.message));
+        }
+        if stderr.contains("panicked at") || stderr.contains("terminate called") {
+            problems.push("a panic or an abort".to_string());
+        }
+        if !out.stdout.is_empty() {
+            problems.push("wrote to stdout".to_string());
+        }
+        let after = listing(&dir);
+        if after != before {
+            problems.push(format!("left files: {after:?} (before: {before:?})"));
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "{} {:?}: {}\n    stderr: {}",
+                c.name,
+                c.args,
+                problems.join("; "),
+                stderr.trim_end()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
