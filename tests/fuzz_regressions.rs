@@ -1,0 +1,66 @@
+//! Every input under `fuzz/regressions/` (seeds, and any crash the fuzzers
+//! of `scripts/fuzz.sh` ever found) through the CSV and checkpoint readers:
+//! an `Ok` that keeps the readers' invariants, or an `Err`, never a panic.
+
+mod common;
+
+use cross_entropy_tch::checkpoint::Checkpoint;
+use cross_entropy_tch::data::Dataset;
+
+fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = common::root().join("fuzz/regressions").join(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files.into_iter().map(|p| (p.display().to_string(), std::fs::read(&p).unwrap())).collect()
+}
+
+#[test]
+fn csv_reader_regressions() {
+    let files = inputs("csv_loader");
+    assert!(!files.is_empty());
+    for (name, bytes) in files {
+        let result = std::panic::catch_unwind(|| {
+            Dataset::from_reader(bytes.as_slice(), "fuzz")
+                .map(|d| (d.rows, d.labels.len(), d.classes))
+        });
+        match result {
+            Err(_) => panic!("{name}: the CSV reader panicked"),
+            Ok(Ok((rows, labels, classes))) => assert!(rows == labels && classes >= 2, "{name}"),
+            Ok(Err(_)) => {}
+        }
+    }
+}
+
+#[test]
+fn checkpoint_reader_regressions() {
+    let mut files = inputs("checkpoint_loader");
+    // Plus every prefix of a real checkpoint: truncation at any byte.
+    let real = Checkpoint {
+        weight: vec![0.5; 12],
+        bias: vec![0.1; 3],
+        classes: 3,
+        features: 4,
+        standardizer: Some(cross_entropy_tch::data::Standardizer {
+            mean: vec![1.0; 4],
+            std: vec![2.0; 4],
+        }),
+    };
+    let bytes = real.to_bytes().unwrap();
+    assert_eq!(Checkpoint::from_bytes(&bytes).unwrap(), real);
+    for cut in 0..bytes.len() {
+        files.push((format!("prefix of {cut} bytes"), bytes[..cut].to_vec()));
+    }
+    for (name, bytes) in files {
+        let result = std::panic::catch_unwind(|| {
+            Checkpoint::from_bytes(&bytes).map(|c| (c.weight.len(), c.classes * c.features))
+        });
+        match result {
+            Err(_) => panic!("{name}: the checkpoint reader panicked"),
+            Ok(Ok((a, b))) => assert_eq!(a, b, "{name}"),
+            Ok(Err(_)) => {}
+        }
+    }
+}
