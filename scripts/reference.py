@@ -61,6 +61,8 @@ def main(argv=None):
         return train_main(argv[1:])
     if argv[:1] == ["eval"]:
         return eval_main(argv[1:])
+    if argv[:1] == ["bench"]:
+        return bench_main(argv[1:])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -377,6 +379,67 @@ def eval_main(argv):
         sys.stdout.write("\n")
     else:
         print(f"loss {loss:.4f} accuracy {acc:.3f}")
+
+
+# ---------------------------------------------------------------- bench --
+
+def bench_main(argv):
+    """The seed's step in a timed loop, as `cross-entropy-tch bench` runs it."""
+    import time
+
+    p = argparse.ArgumentParser(prog="reference.py bench")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=positive, default=10)
+    p.add_argument("--input-size", type=positive, default=10)
+    p.add_argument("--num-classes", type=positive, default=3)
+    p.add_argument("--lr", type=learning_rate, default=0.01)
+    p.add_argument("--steps", type=positive, default=1)
+    p.add_argument("--warmup", type=int, default=100)
+    common_flags(p)
+    args = p.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = device_of(args.device)
+    torch.manual_seed(args.seed)
+    model = MyModel(args.input_size, args.num_classes)
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
+    inputs = torch.randn(args.batch_size, args.input_size)
+    targets = torch.randint(0, args.num_classes, (args.batch_size,))
+    model.to(device)
+    inputs, targets = inputs.to(device), targets.to(device)
+
+    def step():
+        outputs = model(inputs)
+        loss = loss_fn(outputs, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(args.warmup):
+        step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    sync()
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        final_loss = loss_fn(model(inputs), targets).item()
+    doc = {"implementation": "pytorch", "device": device_name(device),
+           "threads": torch.get_num_threads(), "batch_size": args.batch_size,
+           "input_size": args.input_size, "num_classes": args.num_classes,
+           "warmup": args.warmup, "steps": args.steps,
+           "us_per_step": seconds * 1e6 / args.steps, "final_loss": final_loss}
+    if args.json:
+        json.dump(doc, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(f"{args.steps} steps: {doc['us_per_step']:.2f} us/step; loss after: {final_loss}")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,26 @@ pub enum Command {
     /// Evaluate a saved model (--load FILE.safetensors) on a whole data set:
     /// accuracy and confusion matrix.
     Eval(EvalArgs),
+    /// Time the seed's step (forward, loss, zero_grad, backward, step) in a
+    /// loop, as scripts/bench.sh does against PyTorch.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The seed's shapes, learning rate and seed; --steps is the number of
+    /// timed steps.
+    #[command(flatten)]
+    pub seed: SeedArgs,
+
+    /// Untimed steps before the timed ones.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: usize,
+
+    /// How gradients are computed: autograd (the seed's loss.backward()) or
+    /// manual (the same ATen kernels called directly, bit-equal, faster).
+    #[arg(long, value_enum, default_value = "autograd")]
+    pub backward: crate::bench::Backward,
 }
 
 /// Flags every command has.
@@ -368,7 +388,34 @@ pub fn run(cli: &Cli) -> Result<()> {
         None => run_seed_command(&cli.seed),
         Some(Command::Train(args)) => run_train(args),
         Some(Command::Eval(args)) => run_eval(args),
+        Some(Command::Bench(args)) => run_bench(args),
     }
+}
+
+fn run_bench(args: &BenchArgs) -> Result<()> {
+    let config = args.seed.config()?;
+    let device = args.seed.common.apply()?;
+    let result = crate::bench::bench_seed_step(&config, args.warmup, args.backward, device)?;
+    let mut out = std::io::stdout().lock();
+    if args.seed.common.json {
+        serde_json::to_writer(&mut out, &result)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{} steps ({:?} backward) of ({}, {} -> {}) on {} with {} thread(s): {:.2} us/step; loss after: {}",
+            result.steps,
+            result.backward,
+            result.batch_size,
+            result.input_size,
+            result.num_classes,
+            result.device,
+            result.threads,
+            result.us_per_step,
+            result.final_loss
+        )?;
+    }
+    Ok(())
 }
 
 fn run_seed_command(args: &SeedArgs) -> Result<()> {

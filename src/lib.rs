@@ -10,6 +10,7 @@
 //! - [`output`] prints the human-readable account and the `--json` document;
 //! - [`cli`] holds the flags.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;

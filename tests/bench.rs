@@ -1,0 +1,114 @@
+//! The benchmark's fast path is exact: `ManualStep` (the autograd kernels
+//! called directly) leaves the very parameters `loss.backward()` leaves, bit
+//! for bit, and the `bench` subcommand's final loss equals PyTorch's.
+
+mod common;
+
+use common::*;
+use cross_entropy_tch::bench::ManualStep;
+use cross_entropy_tch::loss::cross_entropy;
+use cross_entropy_tch::MyModel;
+use serde_json::Value;
+use tch::nn::{self, Module, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+/// Parameters after `steps` seed steps, and the first step's gradients.
+fn train(
+    seed: i64,
+    (n, d, c): (i64, i64, i64),
+    lr: f64,
+    steps: usize,
+    manual: bool,
+) -> Vec<Tensor> {
+    tch::manual_seed(seed);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = MyModel::new(&vs.root(), d, c);
+    let mut opt = nn::Sgd::default().build(&vs, lr).unwrap();
+    let x = Tensor::randn([n, d], (Kind::Float, Device::Cpu));
+    let y = Tensor::randint(c, [n], (Kind::Int64, Device::Cpu));
+    let fast = ManualStep::new(&model, n).unwrap();
+    let mut first_grads = vec![];
+    for step in 0..steps {
+        if manual {
+            fast.gradients(&model, &x, &y);
+        } else {
+            let loss = cross_entropy(&model.forward(&x), &y);
+            opt.zero_grad();
+            loss.backward();
+        }
+        if step == 0 {
+            first_grads = vec![model.weight().grad().copy(), model.bias().grad().copy()];
+        }
+        opt.step();
+    }
+    let mut out = vec![model.weight().copy(), model.bias().copy()];
+    out.extend(first_grads);
+    out
+}
+
+#[test]
+fn manual_backward_is_bit_equal_to_autograd() {
+    let _rng = rng_lock();
+    for (seed, shape, lr, steps) in [
+        (0, (10, 10, 3), 0.01, 50),
+        (1, (1, 5, 2), 0.5, 30),
+        (2, (64, 32, 10), 0.1, 40),
+        (3, (33, 7, 5), 1.0, 25),
+        (4, (256, 784, 10), 0.05, 5),
+    ] {
+        let a = train(seed, shape, lr, steps, false);
+        let b = train(seed, shape, lr, steps, true);
+        for (what, (x, y)) in ["weight", "bias", "first grad of weight", "first grad of bias"]
+            .iter()
+            .zip(a.iter().zip(&b))
+        {
+            assert_eq!(x.size(), y.size());
+            assert!(
+                x.equal(y),
+                "{shape:?}: {what} differs (max |diff| {})",
+                (x - y).abs().max().double_value(&[])
+            );
+        }
+    }
+}
+
+#[test]
+fn bench_final_loss_equals_pytorchs() {
+    let Some(python) = reference_python() else { return };
+    for shape in [["10", "10", "3"], ["64", "32", "10"]] {
+        let [n, d, c] = shape;
+        let args = [
+            "bench",
+            "--json",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--steps",
+            "200",
+            "--warmup",
+            "10",
+            "--batch-size",
+            n,
+            "--input-size",
+            d,
+            "--num-classes",
+            c,
+        ];
+        let torch = run_reference(&python, &args);
+        let torch: Value = serde_json::from_slice(&torch.stdout).unwrap();
+        for backward in ["autograd", "manual"] {
+            let mut ours = args.to_vec();
+            ours.extend(["--backward", backward]);
+            let out = run_bin(&ours);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let rust: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let (a, b): (f32, f32) = (
+                rust["final_loss"].to_string().parse().unwrap(),
+                torch["final_loss"].to_string().parse().unwrap(),
+            );
+            assert_eq!(a.to_bits(), b.to_bits(), "{shape:?} {backward}: rust {a}, pytorch {b}");
+            assert!(rust["us_per_step"].as_f64().unwrap() > 0.0);
+        }
+    }
+}
