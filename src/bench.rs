@@ -111,6 +111,45 @@ fn sync(device: Device) {
     }
 }
 
+/// Times only the two matrix multiplies of a step at this shape (forward
+/// `x W^T` and the weight gradient `g^T x`), for comparing the whole step
+/// with libtorch's GEMM throughput. `final_loss` is 0.
+pub fn bench_gemms(config: &SeedConfig, warmup: usize, device: Device) -> Result<BenchResult> {
+    let &SeedConfig { seed, batch_size, input_size, num_classes, steps, .. } = config;
+    tch::manual_seed(seed);
+    let opts = (Kind::Float, device);
+    let x = Tensor::f_randn([batch_size, input_size], opts)?;
+    let w = Tensor::f_randn([num_classes, input_size], opts)?;
+    let g = Tensor::f_randn([batch_size, num_classes], opts)?;
+    let step = || {
+        let _ = x.mm(&w.tr());
+        let _ = g.tr().mm(&x);
+    };
+    for _ in 0..warmup {
+        step();
+    }
+    sync(device);
+    let start = std::time::Instant::now();
+    for _ in 0..steps {
+        step();
+    }
+    sync(device);
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(BenchResult {
+        implementation: "tch-gemms",
+        device: crate::device::device_name(device),
+        threads: tch::get_num_threads(),
+        batch_size,
+        input_size,
+        num_classes,
+        warmup,
+        steps,
+        backward: Backward::Manual,
+        us_per_step: seconds * 1e6 / steps.max(1) as f64,
+        final_loss: 0.0,
+    })
+}
+
 /// The seed's backward pass without the autograd engine: the ATen kernels
 /// that autograd runs for `cross_entropy(linear(x, W, b), y)` (mean
 /// reduction, no class weights), called in the same order with the same

@@ -59,6 +59,11 @@ pub struct BenchArgs {
     /// manual (the same ATen kernels called directly, bit-equal, faster).
     #[arg(long, value_enum, default_value = "autograd")]
     pub backward: crate::bench::Backward,
+
+    /// Time only the step's two matrix multiplies (forward and weight
+    /// gradient), to compare the step with libtorch's GEMM throughput.
+    #[arg(long)]
+    pub gemm_only: bool,
 }
 
 /// Flags every command has.
@@ -395,7 +400,11 @@ pub fn run(cli: &Cli) -> Result<()> {
 fn run_bench(args: &BenchArgs) -> Result<()> {
     let config = args.seed.config()?;
     let device = args.seed.common.apply()?;
-    let result = crate::bench::bench_seed_step(&config, args.warmup, args.backward, device)?;
+    let result = if args.gemm_only {
+        crate::bench::bench_gemms(&config, args.warmup, device)?
+    } else {
+        crate::bench::bench_seed_step(&config, args.warmup, args.backward, device)?
+    };
     let mut out = std::io::stdout().lock();
     if args.seed.common.json {
         serde_json::to_writer(&mut out, &result)?;

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""The driver of scripts/bench.sh: the seed's step in Rust (tch: autograd and
+manual backward; candle when built) and in PyTorch eager (scripts/reference.py
+bench), on the same shapes, threads and step counts, interleaved, several
+times each. Prints a table of medians and one `ratio pytorch/rust` line per
+shape. Run it through scripts/bench.sh, which builds first.
+"""
+import argparse
+import json
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUST = os.path.join(ROOT, "target", "release", "cross-entropy-tch")
+CANDLE = os.path.join(ROOT, "target", "release", "candle-step")
+REFERENCE = [sys.executable, os.path.join(ROOT, "scripts", "reference.py")]
+
+# (name, batch, input, classes, steps, warmup)
+SHAPES = [
+    ("10x10->3", 10, 10, 3, 10000, 500),
+    ("256x784->10", 256, 784, 10, 1000, 50),
+    ("4096x1024->1000", 4096, 1024, 1000, 8, 2),
+]
+CUDA_SHAPES = SHAPES + [("65536x1024->1000", 65536, 1024, 1000, 20, 3)]
+
+
+def measure(cmd, env=None):
+    """Runs a command; returns (its JSON, wall seconds, its peak RSS in MB)."""
+    start = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=None if env is None else {**os.environ, **env})
+    out, err = p.stdout.read(), p.stderr.read()
+    _, status, usage = os.wait4(p.pid, 0)  # the child's own rusage
+    p.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    if p.returncode != 0:
+        sys.exit(f"bench: {' '.join(cmd)} failed:\n{err.decode()}")
+    return json.loads(out), wall, usage.ru_maxrss / 1024
+
+
+def shape_args(n, d, c, steps, warmup, threads, device):
+    a = ["--batch-size", str(n), "--input-size", str(d), "--num-classes", str(c),
+         "--steps", str(steps), "--warmup", str(warmup), "--device", device, "--json"]
+    if threads:
+        a += ["--threads", str(threads)]
+    return a
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--quick", action="store_true", help="1 rep, seed shape only")
+    args = p.parse_args()
+    import torch
+
+    default_threads = torch.get_num_threads()
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    reps = 1 if args.quick else args.reps
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"default threads {default_threads}, {reps} runs each, interleaved; medians")
+    rows, ratios = [], {}
+    for device in devices:
+        shapes = SHAPES if device == "cpu" else CUDA_SHAPES
+        if args.quick:
+            shapes = shapes[:1]
+        for name, n, d, c, steps, warmup in shapes:
+            for threads in ([1, default_threads] if device == "cpu" else [None]):
+                if device == "cpu" and threads == default_threads and default_threads == 1:
+                    continue
+                sa = shape_args(n, d, c, steps, warmup, threads, device)
+                impls = {
+                    "pytorch": REFERENCE + ["bench"] + sa,
+                    "rust autograd": [RUST, "bench", "--backward", "autograd"] + sa,
+                    "rust manual": [RUST, "bench", "--backward", "manual"] + sa,
+                }
+                if device == "cpu" and os.path.exists(CANDLE) and threads == 1:
+                    impls["candle"] = [CANDLE, str(n), str(d), str(c), str(steps), str(warmup)]
+                if n * d >= 4096 * 1024:
+                    impls["gemms only"] = [RUST, "bench", "--gemm-only"] + sa
+                results = {k: [] for k in impls}
+                for _ in range(reps):
+                    for k, cmd in impls.items():
+                        # candle's CPU matmuls use their own thread pool.
+                        env = {"RAYON_NUM_THREADS": "1"} if k == "candle" else None
+                        results[k].append(measure(cmd, env))
+                med = {k: statistics.median(r[0]["us_per_step"] for r in v) for k, v in results.items()}
+                rss = {k: max(r[2] for r in v) for k, v in results.items()}
+                # The loss after the last step, as f32 bits: the same on the CPU.
+                bits = {k: struct.unpack("<I", struct.pack("<f", v[0][0]["final_loss"]))[0]
+                        for k, v in results.items()}
+                exact = bits["rust autograd"] == bits["pytorch"] == bits["rust manual"]
+                for k in impls:
+                    if k == "pytorch":
+                        continue
+                    rows.append((f"{name} {device}", threads or "-", k, med["pytorch"], med[k],
+                                 med["pytorch"] / med[k], rss["pytorch"], rss[k],
+                                 "-" if not k.startswith("rust") or k == "gemms only"
+                                 else "n/a" if device != "cpu" else "yes" if exact else "NO"))
+                if threads in (1, None):
+                    ratios[f"{name}{'' if device == 'cpu' else ' cuda'}"] = (
+                        med["pytorch"] / med["rust manual"], med["pytorch"] / med["rust autograd"],
+                        med["rust autograd"] / med.get("gemms only", float("nan")))
+    header = ("shape", "threads", "rust impl", "pytorch us/step", "rust us/step", "ratio",
+              "pytorch MB", "rust MB", "bit-equal")
+    widths = [20, 7, 13, 15, 12, 7, 10, 8, 9]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for r in rows:
+        cells = [r[0], str(r[1]), r[2], f"{r[3]:.1f}", f"{r[4]:.1f}", f"{r[5]:.2f}",
+                 f"{r[6]:.0f}", f"{r[7]:.0f}", r[8]]
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths)))
+    timer_check()
+    for name, (manual, autograd, gemm) in ratios.items():
+        extra = f"; rust step / its GEMMs alone: {gemm:.2f}" if gemm == gemm else ""
+        print(f"ratio pytorch/rust {name}: {manual:.2f} (manual backward; autograd: {autograd:.2f}{extra})")
+
+
+def timer_check():
+    """The in-process timer against whole-process time: runs of S and 4S
+    steps differ by 3S steps of work and nothing else."""
+    s = 20000
+    base = [RUST, "bench", "--backward", "manual", "--threads", "1", "--device", "cpu",
+            "--warmup", "100", "--json"]
+    walls, inproc = [], []
+    for steps in (s, 4 * s):
+        r, wall, _ = measure(base + ["--steps", str(steps)])
+        walls.append(wall)
+        inproc.append(r["us_per_step"])
+    whole = (walls[1] - walls[0]) * 1e6 / (3 * s)
+    print(f"timer check (rust manual, 10x10->3, 1 thread): in-process {statistics.median(inproc):.2f} "
+          f"us/step, whole-process {whole:.2f} us/step")
+
+
+if __name__ == "__main__":
+    main()
