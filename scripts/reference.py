@@ -311,7 +311,10 @@ def train_main(argv):
         loss.backward()
         optimizer.step()
 
+    import time
+
     epochs = []
+    start = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
         if batch >= n_train:
             step(x_train, y_train)
@@ -327,6 +330,7 @@ def train_main(argv):
         if not args.quiet and not args.json:
             print(f"epoch {epoch}/{args.epochs}: train loss {train_loss:.4f} acc {train_acc:.3f} | "
                   f"test loss {test_loss:.4f} acc {test_acc:.3f}")
+    seconds = time.perf_counter() - start
     if args.save:
         save_checkpoint(model, stats, args.save)
     if args.json:
@@ -345,6 +349,8 @@ def train_main(argv):
             "epochs": epochs,
             "final": epochs[-1],
             "confusion_matrix": confusion(model, x_test, y_test, classes),
+            "train_seconds": seconds,
+            "samples_per_second": n_train * args.epochs / seconds,
         }
         json.dump(doc, sys.stdout)
         sys.stdout.write("\n")
