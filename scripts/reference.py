@@ -31,6 +31,17 @@ class MyModel(nn.Module):
         return self.linear(x)
 
 
+def seed_setup(args):
+    """The seed's first five lines, with its constants as flags."""
+    model = MyModel(args.input_size, args.num_classes)
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
+
+    inputs = torch.randn(args.batch_size, args.input_size)
+    targets = torch.randint(0, args.num_classes, (args.batch_size,))
+    return model, loss_fn, optimizer, inputs, targets
+
+
 def positive(s):
     v = int(s)
     if v < 1:
@@ -81,12 +92,7 @@ def main(argv=None):
     torch.manual_seed(args.seed)
 
     # ---- the seed, verbatim but for the flags and the record --------------
-    model = MyModel(args.input_size, args.num_classes)
-    loss_fn = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
-
-    inputs = torch.randn(args.batch_size, args.input_size)
-    targets = torch.randint(0, args.num_classes, (args.batch_size,))
+    model, loss_fn, optimizer, inputs, targets = seed_setup(args)
 
     record = {
         "initial": params(model),
@@ -407,11 +413,7 @@ def bench_main(argv):
         torch.set_num_threads(args.threads)
     device = device_of(args.device)
     torch.manual_seed(args.seed)
-    model = MyModel(args.input_size, args.num_classes)
-    loss_fn = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
-    inputs = torch.randn(args.batch_size, args.input_size)
-    targets = torch.randint(0, args.num_classes, (args.batch_size,))
+    model, loss_fn, optimizer, inputs, targets = seed_setup(args)
     model.to(device)
     inputs, targets = inputs.to(device), targets.to(device)
 

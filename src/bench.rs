@@ -3,10 +3,10 @@
 
 use crate::loss::cross_entropy;
 use crate::model::MyModel;
-use crate::training::SeedConfig;
-use anyhow::{Context, Result};
+use crate::training::{SeedConfig, SeedSetup};
+use anyhow::Result;
 use serde::Serialize;
-use tch::nn::{self, Module, OptimizerConfig};
+use tch::nn::Module;
 use tch::{Device, Kind, Tensor};
 
 /// How the timed step computes its gradients.
@@ -50,21 +50,11 @@ pub fn bench_seed_step(
     backward: Backward,
     device: Device,
 ) -> Result<BenchResult> {
-    let &SeedConfig { seed, batch_size, input_size, num_classes, lr, steps } = config;
-    tch::manual_seed(seed);
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = MyModel::new(&vs.root(), input_size, num_classes);
-    let mut optimizer = nn::Sgd::default().build(&vs, lr).context("building the SGD optimizer")?;
-    let inputs = Tensor::f_randn([batch_size, input_size], (Kind::Float, Device::Cpu))?;
-    let targets = Tensor::f_randint(num_classes, [batch_size], (Kind::Int64, Device::Cpu))?;
-    if device != Device::Cpu {
-        vs.set_device(device);
-    }
-    let inputs = inputs.f_to_device(device)?;
-    let targets = targets.f_to_device(device)?;
-
+    let &SeedConfig { batch_size, steps, .. } = config;
+    let SeedSetup { vs: _vs, model, mut optimizer, inputs, targets } =
+        SeedSetup::new(config)?.to_device(device)?;
     let manual = ManualStep::new(&model, batch_size)?;
-    let mut step = || match backward {
+    let step = || match backward {
         Backward::Autograd => {
             let outputs = model.forward(&inputs);
             let loss = cross_entropy(&outputs, &targets);
@@ -77,32 +67,11 @@ pub fn bench_seed_step(
             optimizer.step();
         }
     };
-    for _ in 0..warmup {
-        step();
-    }
-    sync(device);
-    let start = std::time::Instant::now();
-    for _ in 0..steps {
-        step();
-    }
-    sync(device);
-    let seconds = start.elapsed().as_secs_f64();
+    let us_per_step = time_loop(warmup, steps, device, step);
     let final_loss =
         tch::no_grad(|| cross_entropy(&model.forward(&inputs), &targets).f_double_value(&[]))?
             as f32;
-    Ok(BenchResult {
-        implementation: "tch",
-        device: crate::device::device_name(device),
-        threads: tch::get_num_threads(),
-        batch_size,
-        input_size,
-        num_classes,
-        warmup,
-        steps,
-        backward,
-        us_per_step: seconds * 1e6 / steps.max(1) as f64,
-        final_loss,
-    })
+    Ok(BenchResult::new("tch", config, warmup, backward, device, us_per_step, final_loss))
 }
 
 fn sync(device: Device) {
@@ -125,6 +94,39 @@ pub fn bench_gemms(config: &SeedConfig, warmup: usize, device: Device) -> Result
         let _ = x.mm(&w.tr());
         let _ = g.tr().mm(&x);
     };
+    let us_per_step = time_loop(warmup, steps, device, step);
+    Ok(BenchResult::new("tch-gemms", config, warmup, Backward::Manual, device, us_per_step, 0.0))
+}
+
+impl BenchResult {
+    fn new(
+        implementation: &'static str,
+        config: &SeedConfig,
+        warmup: usize,
+        backward: Backward,
+        device: Device,
+        us_per_step: f64,
+        final_loss: f32,
+    ) -> BenchResult {
+        BenchResult {
+            implementation,
+            device: crate::device::device_name(device),
+            threads: tch::get_num_threads(),
+            batch_size: config.batch_size,
+            input_size: config.input_size,
+            num_classes: config.num_classes,
+            warmup,
+            steps: config.steps,
+            backward,
+            us_per_step,
+            final_loss,
+        }
+    }
+}
+
+/// Runs `step` `warmup` times untimed, then `steps` times timed (waiting
+/// for the GPU at both ends); returns microseconds per timed step.
+fn time_loop(warmup: usize, steps: usize, device: Device, mut step: impl FnMut()) -> f64 {
     for _ in 0..warmup {
         step();
     }
@@ -134,20 +136,7 @@ pub fn bench_gemms(config: &SeedConfig, warmup: usize, device: Device) -> Result
         step();
     }
     sync(device);
-    let seconds = start.elapsed().as_secs_f64();
-    Ok(BenchResult {
-        implementation: "tch-gemms",
-        device: crate::device::device_name(device),
-        threads: tch::get_num_threads(),
-        batch_size,
-        input_size,
-        num_classes,
-        warmup,
-        steps,
-        backward: Backward::Manual,
-        us_per_step: seconds * 1e6 / steps.max(1) as f64,
-        final_loss: 0.0,
-    })
+    start.elapsed().as_secs_f64() * 1e6 / steps.max(1) as f64
 }
 
 /// The seed's backward pass without the autograd engine: the ATen kernels

@@ -80,6 +80,48 @@ pub struct SeedRun {
     pub final_params: Params,
 }
 
+/// The seed's objects, before its first step: model, optimizer, inputs and
+/// targets, all drawn on the CPU in the seed's order.
+pub struct SeedSetup {
+    pub vs: nn::VarStore,
+    pub model: MyModel,
+    pub optimizer: nn::Optimizer,
+    pub inputs: Tensor,
+    pub targets: Tensor,
+}
+
+impl SeedSetup {
+    /// The seed's first lines, from `torch.manual_seed` to `torch.randint`.
+    pub fn new(config: &SeedConfig) -> Result<SeedSetup> {
+        let &SeedConfig { seed, batch_size, input_size, num_classes, lr, .. } = config;
+        tch::manual_seed(seed);
+        // model = MyModel(input_size, num_classes), built on the CPU.
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = MyModel::new(&vs.root(), input_size, num_classes);
+        // loss_fn = nn.CrossEntropyLoss(): see `loss::cross_entropy`.
+        // optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+        let optimizer = nn::Sgd::default().build(&vs, lr).context("building the SGD optimizer")?;
+        // inputs = torch.randn(batch_size, input_size)
+        let inputs = Tensor::f_randn([batch_size, input_size], (Kind::Float, Device::Cpu))
+            .context("drawing the inputs")?;
+        // targets = torch.randint(0, num_classes, (batch_size,)); tch's randint
+        // takes only the exclusive upper bound, the lower one is 0.
+        let targets = Tensor::f_randint(num_classes, [batch_size], (Kind::Int64, Device::Cpu))
+            .context("drawing the targets")?;
+        Ok(SeedSetup { vs, model, optimizer, inputs, targets })
+    }
+
+    /// `model.to(device)`, `inputs.to(device)`, `targets.to(device)`.
+    pub fn to_device(mut self, device: Device) -> Result<SeedSetup> {
+        if device != Device::Cpu {
+            self.vs.set_device(device);
+        }
+        self.inputs = self.inputs.f_to_device(device).context("moving the inputs")?;
+        self.targets = self.targets.f_to_device(device).context("moving the targets")?;
+        Ok(self)
+    }
+}
+
 /// Runs the seed on `device`. Everything random is drawn on the CPU, in the
 /// seed's order, and only then moved, so a CUDA run starts from the very
 /// numbers of a CPU run and of PyTorch. `on_step(step, loss)` is called after
@@ -89,32 +131,14 @@ pub fn run_seed(
     device: Device,
     mut on_step: impl FnMut(usize, f32),
 ) -> Result<SeedRun> {
-    let &SeedConfig { seed, batch_size, input_size, num_classes, lr, steps } = config;
-    tch::manual_seed(seed);
-
-    // model = MyModel(input_size, num_classes), built on the CPU.
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = MyModel::new(&vs.root(), input_size, num_classes);
-    // loss_fn = nn.CrossEntropyLoss(): see `loss::cross_entropy`.
-    // optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    let mut optimizer = nn::Sgd::default().build(&vs, lr).context("building the SGD optimizer")?;
-
-    // inputs = torch.randn(batch_size, input_size)
-    let inputs = Tensor::f_randn([batch_size, input_size], (Kind::Float, Device::Cpu))
-        .context("drawing the inputs")?;
-    // targets = torch.randint(0, num_classes, (batch_size,)); tch's randint
-    // takes only the exclusive upper bound, the lower one is 0.
-    let targets = Tensor::f_randint(num_classes, [batch_size], (Kind::Int64, Device::Cpu))
-        .context("drawing the targets")?;
-
-    // model.to(device), inputs.to(device), targets.to(device)
-    let (initial, inputs_cpu, targets_cpu) =
-        (Params::of(model.weight(), model.bias()), inputs.copy(), targets.copy());
-    if device != Device::Cpu {
-        vs.set_device(device);
-    }
-    let inputs = inputs.f_to_device(device).context("moving the inputs")?;
-    let targets = targets.f_to_device(device).context("moving the targets")?;
+    let setup = SeedSetup::new(config)?;
+    let (initial, inputs_cpu, targets_cpu) = (
+        Params::of(setup.model.weight(), setup.model.bias()),
+        setup.inputs.copy(),
+        setup.targets.copy(),
+    );
+    let SeedSetup { vs: _vs, model, mut optimizer, inputs, targets } = setup.to_device(device)?;
+    let steps = config.steps;
 
     let mut first: Option<(Tensor, Params)> = None;
     let mut losses = Vec::with_capacity(steps);
