@@ -3,7 +3,7 @@
 
 use crate::loss::cross_entropy;
 use crate::model::MyModel;
-use crate::training::{SeedConfig, SeedSetup};
+use crate::seed::{SeedConfig, SeedSetup};
 use anyhow::Result;
 use serde::Serialize;
 use tch::nn::Module;

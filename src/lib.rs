@@ -5,9 +5,13 @@
 //! - [`model`] holds `MyModel`, initialized exactly like PyTorch's `nn.Linear`;
 //! - [`loss`] holds the seed's `nn.CrossEntropyLoss()`, and all of
 //!   `nn.CrossEntropyLoss` and `nn.BCEWithLogitsLoss` with every option;
-//! - [`training`] holds the seed's program: forward, loss, zero_grad, backward, step;
+//! - [`seed`] holds the seed's program: forward, loss, zero_grad, backward, step;
+//! - [`training`] trains the same model on real data ([`data`]) and evaluates it;
+//! - [`checkpoint`] reads and writes safetensors checkpoints PyTorch shares;
 //! - [`device`] parses `--device cpu|cuda|cuda:N|auto`;
-//! - [`output`] prints the human-readable account and the `--json` document;
+//! - [`output`] prints the human-readable accounts and the `--json` documents;
+//! - [`plot`] draws the training curves;
+//! - [`bench`] times the step (and holds the exact autograd-free step);
 //! - [`cli`] holds the flags.
 
 pub mod bench;
@@ -19,8 +23,9 @@ pub mod loss;
 pub mod model;
 pub mod output;
 pub mod plot;
+pub mod seed;
 pub mod training;
 
 pub use loss::{BCEWithLogitsLoss, CrossEntropyLoss, LossError, Reduction};
 pub use model::MyModel;
-pub use training::{run_seed, SeedConfig, SeedRun};
+pub use seed::{run_seed, SeedConfig, SeedRun};

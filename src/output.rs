@@ -4,7 +4,7 @@
 
 use crate::device::device_name;
 use crate::loss::cross_entropy;
-use crate::training::{Params, SeedConfig, SeedRun};
+use crate::seed::{Params, SeedConfig, SeedRun};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::io::Write;

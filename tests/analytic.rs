@@ -13,7 +13,7 @@ mod common;
 
 use common::*;
 use cross_entropy_tch::loss::cross_entropy;
-use cross_entropy_tch::training::{run_seed, SeedConfig};
+use cross_entropy_tch::seed::{run_seed, SeedConfig};
 use cross_entropy_tch::MyModel;
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Tensor};

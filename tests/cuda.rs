@@ -10,7 +10,7 @@
 mod common;
 
 use common::{rng_lock, skip};
-use cross_entropy_tch::training::{run_seed, SeedConfig, SeedRun};
+use cross_entropy_tch::seed::{run_seed, SeedConfig, SeedRun};
 use tch::{Cuda, Device, Tensor};
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
