@@ -11,7 +11,7 @@
 //! - [`device`] parses `--device cpu|cuda|cuda:N|auto`;
 //! - [`output`] prints the human-readable accounts and the `--json` documents;
 //! - [`plot`] draws the training curves;
-//! - [`bench`] times the step (and holds the exact autograd-free step);
+//! - [`bench`](mod@bench) times the step (and holds the exact autograd-free step);
 //! - [`cli`] holds the flags.
 
 pub mod bench;
