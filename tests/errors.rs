@@ -479,7 +479,8 @@ fn cases() -> Vec<Case> {
             "diverging mini-batches",
             &["--dataset", "iris", "--lr", "1e38", "--batch-size", "10"],
             1,
-            "of 12; lower --lr (now 1e38)", // "training diverged: the loss is NaN at epoch E of 200, step S of 12; ..."
+            // Where the overflow shows (a step, or an epoch's evaluation) may vary by CPU.
+            "lower --lr (now 1e38)",
         ),
     ]
 }
