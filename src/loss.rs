@@ -278,6 +278,19 @@ impl CrossEntropyLoss {
     /// The loss of `input` logits against `target`, or what is wrong with them.
     pub fn f_forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor, LossError> {
         self.check(input, target)?;
+        self.f_forward_unchecked(input, target)
+    }
+
+    /// The loss without [`f_forward`](Self::f_forward)'s checks, for a hot
+    /// loop whose targets were checked once already: the class-index check
+    /// reads the targets back to the host on every call. libtorch still
+    /// rejects bad input on the CPU (as an `Err`), but on CUDA an
+    /// out-of-range class index is a device-side assert that ends the process.
+    pub fn f_forward_unchecked(
+        &self,
+        input: &Tensor,
+        target: &Tensor,
+    ) -> Result<Tensor, LossError> {
         Ok(input.f_cross_entropy_loss(
             target,
             self.weight.as_ref(),

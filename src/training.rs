@@ -154,6 +154,11 @@ pub fn train(
     }
     let batch = config.batch_size.map_or(n_train, |b| (b as i64).min(n_train));
 
+    // The one full check of logits against labels (class range, shapes,
+    // weights); the steps and evaluations then skip it.
+    for (x, y) in [(&x_train, &y_train), (&x_test, &y_test)] {
+        let _ = tch::no_grad(|| loss_fn.f_forward(&model.forward(x), y))?;
+    }
     let start = std::time::Instant::now();
     let mut epochs = Vec::with_capacity(config.epochs);
     let steps_per_epoch = (n_train + batch - 1) / batch;
@@ -256,7 +261,8 @@ fn sgd_step(
     y: &Tensor,
 ) -> Result<f32> {
     let outputs = model.forward(x);
-    let loss = loss_fn.f_forward(&outputs, y)?;
+    // The labels were checked once, before the loop (`check_targets`).
+    let loss = loss_fn.f_forward_unchecked(&outputs, y)?;
     let value = loss.f_double_value(&[])? as f32;
     if value.is_finite() {
         optimizer.zero_grad();
@@ -266,8 +272,9 @@ fn sgd_step(
     Ok(value)
 }
 
-/// Loss and accuracy of the model on `(x, y)`, without gradients.
-pub fn evaluate(
+/// Loss and accuracy of the model on `(x, y)`, without gradients. The
+/// labels must be valid class indices: callers check them once beforehand.
+fn evaluate(
     model: &MyModel,
     loss_fn: &CrossEntropyLoss,
     x: &Tensor,
@@ -275,7 +282,8 @@ pub fn evaluate(
 ) -> Result<(f32, f64)> {
     tch::no_grad(|| {
         let logits = model.forward(x);
-        let loss = loss_fn.f_forward(&logits, y)?.f_double_value(&[])? as f32;
+        // The labels were checked once, before any evaluation.
+        let loss = loss_fn.f_forward_unchecked(&logits, y)?.f_double_value(&[])? as f32;
         let correct = logits.argmax(1, false).eq_tensor(y).sum(Kind::Int64).int64_value(&[]);
         Ok((loss, correct as f64 / y.size()[0] as f64))
     })
