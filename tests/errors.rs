@@ -124,14 +124,7 @@ fn cases() -> Vec<Case> {
         with(train(name, &["--data", file], 2, message), Input::Text(file, text))
     };
     let eval = |name, file: &'static str, message| {
-        let mut c = case(
-            name,
-            &["eval", "--dataset", "iris", "--device", "cpu", "--load", file],
-            2,
-            message,
-        );
-        c.args.retain(|_| true);
-        c
+        case(name, &["eval", "--dataset", "iris", "--device", "cpu", "--load", file], 2, message)
     };
     vec![
         // ---- flags
