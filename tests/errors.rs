@@ -526,4 +526,7 @@ fn every_bad_input_gets_one_clear_line() {
         cases.len(),
         failures.join("\n")
     );
+    // Past libtest's capture, so the count shows in every log.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "checked {} bad inputs", cases.len());
 }
