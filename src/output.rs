@@ -140,11 +140,12 @@ pub fn summary(run: &SeedRun) -> Result<String> {
     ))
 }
 
-/// An output file written all at once: created as a temporary file next to
-/// its final path when the run starts (so an unwritable path fails before
-/// any work), renamed into place by [`commit`](Self::commit). Dropped
-/// without a commit (an error, an interrupted run), it removes the temporary
-/// file and leaves nothing behind.
+/// An output file written all at once. [`create`](Self::create) proves,
+/// when the run starts, that a temporary file can be made next to the final
+/// path (and removes it again), so an unwritable path fails before any work
+/// and an interrupted run leaves nothing. [`commit`](Self::commit) writes
+/// the temporary file and renames it into place, so no reader ever sees a
+/// truncated file; if that fails, the temporary file is removed.
 #[derive(Debug)]
 pub struct AtomicFile {
     path: std::path::PathBuf,
@@ -171,6 +172,7 @@ impl AtomicFile {
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
         std::fs::File::create(&tmp)
             .with_context(|| format!("{flag} {shown}: cannot write in {}", dir.display()))?;
+        let _ = std::fs::remove_file(&tmp);
         Ok(AtomicFile { path: path.to_path_buf(), tmp, committed: false })
     }
 

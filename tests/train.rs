@@ -349,3 +349,23 @@ fn train_errors_are_one_line_and_nothing_is_written() {
     }
     assert!(!plot.exists(), "a diverged run must not leave its plot");
 }
+
+#[test]
+fn an_interrupted_run_leaves_no_file() {
+    let dir = tmp("interrupted");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = bin()
+        .args(["train", "--dataset", "digits", "--epochs", "1000000", "--quiet", "--device", "cpu"])
+        .args(["--save", "m.safetensors", "--plot", "p.svg", "--metrics-csv", "m.csv"])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(child.try_wait().unwrap().is_none(), "the run ended before it was interrupted");
+    child.kill().unwrap(); // SIGKILL: no handler, no cleanup
+    child.wait().unwrap();
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
