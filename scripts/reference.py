@@ -62,6 +62,13 @@ def device_of(name):
     return torch.device("cuda:0" if name == "cuda" else name)
 
 
+def apply_common(args):
+    """--threads (torch.set_num_threads) and --device, as the Rust binary does."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    return device_of(args.device)
+
+
 def device_name(device):
     return "cpu" if device.type == "cpu" else f"{device.type}:{device.index or 0}"
 
@@ -86,9 +93,7 @@ def main(argv=None):
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = device_of(args.device)
+    device = apply_common(args)
     torch.manual_seed(args.seed)
 
     # ---- the seed, verbatim but for the flags and the record --------------
@@ -274,9 +279,7 @@ def train_main(argv):
     p.add_argument("--save", default=None)
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = device_of(args.device)
+    device = apply_common(args)
     name, x, y = load_data(args)
     model, stats = load_checkpoint(args.load) if args.load else (None, None)
     classes = model.linear.out_features if model else int(y.max()) + 1
@@ -369,7 +372,7 @@ def eval_main(argv):
     p.add_argument("--load", required=True)
     p.add_argument("--no-standardize", action="store_true")
     args = p.parse_args(argv)
-    device = device_of(args.device)
+    device = apply_common(args)
     name, x, y = load_data(args)
     model, stats = load_checkpoint(args.load)
     if args.no_standardize:
@@ -409,9 +412,7 @@ def bench_main(argv):
     p.add_argument("--warmup", type=int, default=100)
     common_flags(p)
     args = p.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = device_of(args.device)
+    device = apply_common(args)
     torch.manual_seed(args.seed)
     model, loss_fn, optimizer, inputs, targets = seed_setup(args)
     model.to(device)

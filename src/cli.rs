@@ -464,8 +464,8 @@ fn run_train(args: &TrainArgs) -> Result<()> {
     let init = args.load.as_deref().map(load_checkpoint).transpose()?;
     crate::training::check_train(&data, &config, init.as_ref())
         .map_err(|e| UsageError(format!("{e:#}")))?;
-    // Every output path is checked (its temporary file created) before
-    // training starts.
+    // Every output path is checked (a temporary file made and removed next
+    // to it) before training starts.
     let save = args.save.as_deref().map(|p| AtomicFile::create(p, "--save")).transpose()?;
     let csv =
         args.metrics_csv.as_deref().map(|p| AtomicFile::create(p, "--metrics-csv")).transpose()?;
