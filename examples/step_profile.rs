@@ -2,7 +2,7 @@
 //! the seed's shape (10, 10 -> 3), one thread, best of 5 runs.
 //!
 //!     source scripts/env.sh && cargo run --release --example step_profile [STEPS]
-use cross_entropy_tch::bench::ManualStep;
+use cross_entropy_tch::ManualStep;
 use cross_entropy_tch::loss::cross_entropy;
 use cross_entropy_tch::MyModel;
 use std::hint::black_box;

@@ -43,7 +43,7 @@ def measure(cmd, env=None):
 
 
 def shape_args(n, d, c, steps, warmup, threads, device):
-    a = ["--batch-size", str(n), "--input-size", str(d), "--num-classes", str(c),
+    a = ["--batch-size", str(n), "--features", str(d), "--classes", str(c),
          "--steps", str(steps), "--warmup", str(warmup), "--device", device, "--json"]
     if threads:
         a += ["--threads", str(threads)]

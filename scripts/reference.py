@@ -3,20 +3,31 @@
 the Rust binary. `--json` writes the same JSON document as
 `cross-entropy-tch --json`, which is what the parity tests compare, bit for bit.
 
-    .venv/bin/python scripts/reference.py [--seed 0] [--json] ...
+    .venv/bin/python scripts/reference.py [--seed 0] [--features 10] [--classes 3] [--json] ...
     .venv/bin/python scripts/reference.py train --dataset iris [--json] ...
     .venv/bin/python scripts/reference.py eval --load model.safetensors --dataset iris
+    .venv/bin/python scripts/reference.py bench [--steps 1000] [--json] ...
 
 `train` and `eval` do what `cross-entropy-tch train` and `eval` do, in the
 same order (seed, split, standardize, model, SGD; per epoch: shuffle, steps,
 evaluation), so their per-epoch numbers are the same.
+
+It refuses what the binary refuses, by the same rules written out here (it
+reads nothing from the Rust side): flag values (ranges, and numbers spelled
+as Rust's `str::parse` reads them), CSV files and checkpoints. A refusal is
+one line on stderr, `error: ...`, and exit status 2; a failure while running
+(an output file that cannot be written, a diverged training) is one line and
+exit status 1.
 """
 import argparse
 import gzip
 import json
 import math
 import os
+import re
 import sys
+import time
+from collections import namedtuple
 
 import torch
 import torch.nn as nn
@@ -33,66 +44,278 @@ class MyModel(nn.Module):
 
 def seed_setup(args):
     """The seed's first five lines, with its constants as flags."""
-    model = MyModel(args.input_size, args.num_classes)
+    model = MyModel(args.features, args.classes)
     loss_fn = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
 
-    inputs = torch.randn(args.batch_size, args.input_size)
-    targets = torch.randint(0, args.num_classes, (args.batch_size,))
+    inputs = torch.randn(args.batch_size, args.features)
+    targets = torch.randint(0, args.classes, (args.batch_size,))
     return model, loss_fn, optimizer, inputs, targets
 
 
-def positive(s):
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {s}")
-    return v
+# --------------------------------------------------------------- errors --
+
+class UsageError(Exception):
+    """Bad flags, data or checkpoint: exit status 2."""
 
 
-def learning_rate(s):
-    v = float(s)
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"must be finite and >= 0, got {s}")
-    return v
+class Failure(Exception):
+    """A failure while doing the work (an output file, a diverged training):
+    exit status 1."""
 
 
-def device_of(name):
-    if name == "auto":
+def one_line(text):
+    return " ".join(str(text).split())
+
+
+def fail(message, status):
+    sys.stdout.flush()
+    print(f"error: {one_line(message)}", file=sys.stderr)
+    sys.exit(status)
+
+
+# ------------------------------------------------ numbers as Rust reads --
+#
+# Python's int() and float() accept more than Rust's str::parse: "1_0",
+# surrounding whitespace, non-ASCII digits. These accept exactly Rust's
+# grammar, so a value one side takes the other takes too.
+
+# char::is_whitespace (what str::trim strips); Python's str.strip() would
+# also strip \x1c-\x1f.
+RUST_WHITESPACE = ("\t\n\x0b\x0c\r \x85\xa0\u1680"
+                   + "".join(chr(c) for c in range(0x2000, 0x200B))
+                   + "\u2028\u2029\u202f\u205f\u3000")
+ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+# f64::from_str: Sign? ('inf' | 'infinity' | 'nan' | Number), Number =
+# (Digit+ | Digit+ '.' Digit* | Digit* '.' Digit+) Exp?, Exp = 'e' Sign? Digit+,
+# letters in any case.
+_FLOAT = re.compile(
+    r"[+-]?(?:inf|infinity|nan|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?)",
+    re.ASCII | re.IGNORECASE)
+
+
+def rust_trim(s):
+    return s.strip(RUST_WHITESPACE)
+
+
+def rust_int(s, bits, signed):
+    """`s.parse::<iN>()` (signed) or `::<uN>()`: the value, or None."""
+    if not _INTEGER.fullmatch(s) or (not signed and s.startswith("-")):
+        return None
+    digits = s.lstrip("+-").lstrip("0") or "0"
+    if len(digits) > 20:  # beyond any 64-bit value
+        return None
+    value = -int(digits) if s.startswith("-") else int(digits)
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    return value if lo <= value <= hi else None
+
+
+def rust_f64(s):
+    """`s.parse::<f64>()`: the value (maybe inf or nan), or None."""
+    return float(s) if _FLOAT.fullmatch(s) else None
+
+
+# ---------------------------------------------------------------- flags --
+
+class Parser(argparse.ArgumentParser):
+    """argparse as clap behaves: no abbreviated flags, a flag given twice is
+    an error, and an error is one line."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(**kwargs)
+        for name in (None, "store"):
+            self.register("action", name, StoreOnce)
+        self.register("action", "store_true", StoreTrueOnce)
+
+    def error(self, message):
+        fail(message, 2)
+
+
+def _once(parser, namespace, action, option):
+    seen = vars(namespace).setdefault("_seen", set())
+    if action.dest in seen:
+        parser.error(f"the argument '{option}' cannot be used multiple times")
+    seen.add(action.dest)
+
+
+class StoreOnce(argparse._StoreAction):
+    def __call__(self, parser, namespace, values, option_string=None):
+        _once(parser, namespace, self, option_string)
+        super().__call__(parser, namespace, values, option_string)
+
+
+class StoreTrueOnce(argparse._StoreTrueAction):
+    def __call__(self, parser, namespace, values, option_string=None):
+        _once(parser, namespace, self, option_string)
+        super().__call__(parser, namespace, values, option_string)
+
+
+def at_least(minimum, bits, signed):
+    """A whole number >= minimum that fits the Rust flag's type (trimmed)."""
+    def parse(s):
+        v = rust_int(rust_trim(s), bits, signed)
+        if v is None or v < minimum:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number of at least {minimum} "
+                f"(that fits in {'i' if signed else 'u'}{bits}), got '{s}'")
+        return v
+    return parse
+
+
+def whole(bits, signed):
+    """A Rust integer flag without a custom parser (clap's: not trimmed)."""
+    def parse(s):
+        v = rust_int(s, bits, signed)
+        if v is None:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number that fits in {'i' if signed else 'u'}{bits}, got '{s}'")
+        return v
+    return parse
+
+
+def finite_where(test, what):
+    """A finite number (trimmed) for which test(v) holds."""
+    def parse(s):
+        v = rust_f64(rust_trim(s))
+        if v is None or not math.isfinite(v) or not test(v):
+            raise argparse.ArgumentTypeError(f"{what}, got '{s}'")
+        return v
+    return parse
+
+
+learning_rate = finite_where(lambda v: v >= 0, "the learning rate must be finite and >= 0")
+non_negative = finite_where(lambda v: v >= 0, "must be a finite number >= 0")
+unit_interval = finite_where(lambda v: 0 <= v <= 1, "must be between 0 and 1")
+open_fraction = finite_where(lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)")
+
+
+def class_weight_list(s):
+    """--class-weights 1,2,0.5: each value finite and >= 0."""
+    return [non_negative(v) for v in s.split(",")]
+
+
+def path_arg(s):
+    if not s:
+        raise argparse.ArgumentTypeError("a file path is required, got an empty value")
+    return s
+
+
+def device_request(s):
+    """cpu, cuda (cuda:0), cuda:N or auto; trimmed, any case."""
+    t = rust_trim(s).translate(ASCII_LOWER)
+    if t in ("auto", "cpu"):
+        return (t, None)
+    if t == "cuda":
+        return ("cuda", 0)
+    n = rust_int(t[len("cuda:"):], 64, signed=False) if t.startswith("cuda:") else None
+    if n is None:
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or auto, got '{s}'")
+    return ("cuda", n)
+
+
+def common_flags(p):
+    p.add_argument("--device", type=device_request, default=("auto", None))
+    p.add_argument("--threads", type=at_least(1, 32, signed=True), default=None)
+    p.add_argument("--json", action="store_true")
+
+
+def seed_flags(p):
+    """The seed's constants as flags (the seed command and bench)."""
+    p.add_argument("--seed", type=whole(64, signed=True), default=0)
+    p.add_argument("--batch-size", type=at_least(1, 64, signed=True), default=10)
+    p.add_argument("--features", type=at_least(1, 64, signed=True), default=10)
+    p.add_argument("--classes", type=at_least(2, 64, signed=True), default=3)
+    p.add_argument("--lr", type=learning_rate, default=0.01)
+    p.add_argument("--steps", type=at_least(1, 64, signed=False), default=1)
+    common_flags(p)
+
+
+# The largest tensor the seed agrees to allocate, in elements (4 GiB of f32).
+MAX_ELEMENTS = 1 << 30
+
+
+def check_seed_sizes(args):
+    for what, elements in (
+            ("--batch-size x --features (inputs)", args.batch_size * args.features),
+            ("--features x --classes (weight)", args.features * args.classes),
+            ("--batch-size x --classes (logits)", args.batch_size * args.classes)):
+        if elements > MAX_ELEMENTS:
+            raise UsageError(f"{what} is over {MAX_ELEMENTS} elements; use smaller sizes")
+
+
+def device_of(request):
+    kind, n = request
+    if kind == "cpu":
+        return torch.device("cpu")
+    if kind == "auto":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    return torch.device("cuda:0" if name == "cuda" else name)
+    count = torch.cuda.device_count()
+    if count == 0:
+        raise UsageError(f"--device cuda:{n}: PyTorch sees no CUDA device on this machine; "
+                         "use --device cpu or auto")
+    if n >= count:
+        raise UsageError(f"--device cuda:{n}: this machine has {count} CUDA device(s), "
+                         f"cuda:0 to cuda:{count - 1}")
+    return torch.device(f"cuda:{n}")
 
 
 def apply_common(args):
-    """--threads (torch.set_num_threads) and --device, as the Rust binary does."""
+    """--device and --threads (torch.set_num_threads), as the Rust binary does."""
+    device = device_of(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    return device_of(args.device)
+    return device
 
 
 def device_name(device):
     return "cpu" if device.type == "cpu" else f"{device.type}:{device.index or 0}"
 
 
+# ----------------------------------------------------------------- seed --
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:
-        return train_main(argv[1:])
-    if argv[:1] == ["eval"]:
-        return eval_main(argv[1:])
-    if argv[:1] == ["bench"]:
-        return bench_main(argv[1:])
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=positive, default=10)
-    p.add_argument("--input-size", type=positive, default=10)
-    p.add_argument("--num-classes", type=positive, default=3)
-    p.add_argument("--lr", type=learning_rate, default=0.01)
-    p.add_argument("--steps", type=positive, default=1)
-    p.add_argument("--threads", type=positive, default=None)
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
+    try:
+        run(argv)
+    except UsageError as e:
+        fail(e, 2)
+    except Failure as e:
+        fail(e, 1)
+    except Exception as e:  # a bug, or PyTorch failing (out of memory): one line
+        if os.environ.get("REFERENCE_TRACEBACK"):
+            raise
+        fail(f"internal error: {type(e).__name__}: {e} "
+             "(REFERENCE_TRACEBACK=1 shows the traceback)", 1)
 
+
+COMMANDS = {}
+
+
+def run(argv):
+    if argv[:1] == ["help"]:  # as clap's help subcommand
+        if len(argv) > 2 or (len(argv) == 2 and argv[1] not in COMMANDS):
+            raise UsageError(f"unrecognized subcommand '{argv[-1]}'")
+        (COMMANDS[argv[1]][0]() if len(argv) == 2 else seed_parser()).print_help()
+        return
+    if argv[:1] and argv[0] in COMMANDS:
+        make_parser, command = COMMANDS[argv[0]]
+        return command(make_parser().parse_args(argv[1:]))
+    return seed_main(seed_parser().parse_args(argv))
+
+
+def seed_parser():
+    p = Parser(description=__doc__.splitlines()[0])
+    p.add_argument("-V", "--version", action="version",
+                   version=f"reference.py (torch {torch.__version__})")
+    seed_flags(p)
+    return p
+
+
+def seed_main(args):
+    check_seed_sizes(args)
     device = apply_common(args)
     torch.manual_seed(args.seed)
 
@@ -133,8 +356,8 @@ def main(argv=None):
             "config": {
                 "seed": args.seed,
                 "batch_size": args.batch_size,
-                "input_size": args.input_size,
-                "num_classes": args.num_classes,
+                "features": args.features,
+                "classes": args.classes,
                 "lr": args.lr,
                 "steps": args.steps,
             },
@@ -159,74 +382,232 @@ def params(model):
     }
 
 
-# ---------------------------------------------------------------- train --
+# ----------------------------------------------------------------- data --
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")
 BUNDLED = {"iris": "iris.csv", "wine": "wine_data.csv", "digits": "digits.csv.gz"}
+MAX_LABEL = 1_000_000
+
+Data = namedtuple("Data", "name x y classes")
+
+
+def parse_label(cell):
+    """A class number: an integer, or a whole number written as a float
+    (2.0, 1e2) under 1e15; 0 to MAX_LABEL. Returns (label, None) or (None, why)."""
+    label = rust_int(cell, 64, signed=True)
+    if label is None:
+        v = rust_f64(cell)
+        if v is None:
+            return None, f"'{cell}' is not a class number"
+        if not (math.isfinite(v) and v.is_integer() and abs(v) < 1e15):
+            return None, f"'{cell}' is not a whole number"
+        label = int(v)
+    if label < 0:
+        return None, f"{label} is negative; labels are class numbers 0, 1, 2, ..."
+    if label > MAX_LABEL:
+        return None, f"{label} is too large for a class number (at most {MAX_LABEL})"
+    return label, None
 
 
 def parse_csv(lines, name):
-    """Numeric feature columns, an integer label last; a first line that is
-    not all numbers is a header. The rules of src/data.rs."""
-    rows, labels, seen_first = [], [], False
-    for line in lines:
+    """Numeric feature columns, an integer class label last. Lines end at
+    b"\\n" (a trailing \\r is dropped) and must be UTF-8; blank lines are
+    skipped; a first line with a cell that is not a number is a header; every
+    row has as many cells (at least 2) as the first data row; features are
+    finite; at least 2 distinct labels. Returns (rows, labels)."""
+    rows, labels, cols, seen_first = [], [], None, False
+    for line_no, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UsageError(f"{name}, line {line_no}: not UTF-8 text (byte {e.start + 1})")
         line = line.rstrip("\r\n")
-        if not line.strip():
+        if not rust_trim(line):
             continue
-        cells = [c.strip() for c in line.split(",")]
+        cells = [rust_trim(c) for c in line.split(",")]
         if not seen_first:
             seen_first = True
-            try:
-                [float(c) for c in cells]
-            except ValueError:
-                continue
-        rows.append([float(c) for c in cells[:-1]])
-        labels.append(int(float(cells[-1])))
+            if any(rust_f64(c) is None for c in cells):
+                continue  # a header
+        if cols is None:
+            cols = len(cells)
+        if cols < 2:
+            raise UsageError(f"{name}, line {line_no}: one column; "
+                             "expected feature columns and a label column")
+        if len(cells) != cols:
+            raise UsageError(f"{name}, line {line_no}: {len(cells)} columns, "
+                             f"expected {cols} like the first data row")
+        row = []
+        for col, cell in enumerate(cells[:-1], 1):
+            v = rust_f64(cell)
+            if v is None:
+                raise UsageError(f"{name}, line {line_no}, column {col}: '{cell}' is not a number")
+            if not math.isfinite(v):
+                raise UsageError(
+                    f"{name}, line {line_no}, column {col}: '{cell}' is not a finite number")
+            row.append(v)
+        label, why = parse_label(cells[-1])
+        if why:
+            raise UsageError(f"{name}, line {line_no}, column {cols} (the label): {why}")
+        rows.append(row)
+        labels.append(label)
+    if cols is None:
+        raise UsageError(f"{name}: no data rows (the file is empty or holds only a header)")
+    if len(set(labels)) < 2:
+        raise UsageError(f"{name}: every row has label {labels[0]}; "
+                         "classification needs at least 2 classes")
     return rows, labels
 
 
 def load_data(args):
     if args.dataset:
-        path = os.path.join(DATA_DIR, BUNDLED[args.dataset])
-        name = args.dataset
+        path, name = os.path.join(DATA_DIR, BUNDLED[args.dataset]), args.dataset
+        opener = gzip.open if path.endswith(".gz") else open
     else:
         path = name = args.data
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", newline="") as f:
-        rows, labels = parse_csv(f, name)
-    return name, torch.tensor(rows, dtype=torch.float64), torch.tensor(labels, dtype=torch.int64)
+        opener = open
+        if os.path.isdir(path):
+            raise UsageError(f"--data {path}: is a directory, expected a CSV file")
+    try:
+        f = opener(path, "rb")
+    except OSError as e:
+        raise UsageError(f"--data {path}: cannot open: {e.strerror or e}")
+    try:
+        with f:
+            rows, labels = parse_csv(f, name)
+    except OSError as e:
+        raise UsageError(f"{name}: read error: {e.strerror or e}")
+    y = torch.tensor(labels, dtype=torch.int64)
+    return Data(name, torch.tensor(rows, dtype=torch.float64), y, int(y.max()) + 1)
 
 
 def data_flags(p):
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--dataset", choices=sorted(BUNDLED))
-    g.add_argument("--data")
+    g.add_argument("--data", type=path_arg)
 
 
-def common_flags(p):
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=positive, default=None)
-    p.add_argument("--json", action="store_true")
+# ---------------------------------------------------------- checkpoints --
+
+WEIGHT, BIAS = "linear.weight", "linear.bias"
+
+Checkpoint = namedtuple("Checkpoint", "weight bias classes features stats")
+
+
+def json_floats(text, what):
+    """A JSON array of finite numbers, as a list of floats."""
+    def no_constant(name):
+        raise ValueError(f"{name} is not JSON")
+    try:
+        values = json.loads(text, parse_constant=no_constant)
+        if not isinstance(values, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ValueError("expected an array of numbers")
+        values = [float(v) for v in values]
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError("a number out of range")
+    except (ValueError, OverflowError, RecursionError) as e:
+        raise UsageError(f"{what} metadata: {e}")
+    return values
+
+
+def f32_tensor(data, shape):
+    flat = torch.frombuffer(bytearray(data), dtype=torch.float32) if data else torch.empty(0)
+    return flat.reshape(shape)
 
 
 def load_checkpoint(path):
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    """linear.weight (C, D) and linear.bias (C,), float32 (other tensors are
+    ignored), and the standardization statistics from the metadata when
+    both standardize_mean and standardize_std are there."""
+    import safetensors
 
-    state = load_file(path)
-    with safe_open(path, "pt") as f:
-        meta = f.metadata() or {}
-    classes, features = state["linear.weight"].shape
-    model = MyModel(features, classes)
-    model.load_state_dict(state)  # strict: exactly linear.weight and linear.bias
+    shown = f"--load {path}"
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError as e:
+        raise UsageError(f"{shown}: cannot read: {e.strerror or e}")
+    try:
+        tensors = dict(safetensors.deserialize(blob))
+        header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
+    except Exception as e:
+        raise UsageError(f"{shown}: not a valid safetensors file ({e})")
+    for name in (WEIGHT, BIAS):
+        if name not in tensors:
+            raise UsageError(f"{shown}: no tensor named '{name}' (the file has "
+                             f"{sorted(tensors)}); expected {WEIGHT} and {BIAS}, "
+                             "MyModel's state_dict() names")
+    w, b = tensors[WEIGHT], tensors[BIAS]
+    for name, t in ((WEIGHT, w), (BIAS, b)):
+        if t["dtype"] != "F32":
+            raise UsageError(f"{shown}: {name} has dtype {t['dtype']}, expected F32 (float32)")
+    ws, bs = list(w["shape"]), list(b["shape"])
+    if len(ws) != 2 or len(bs) != 1 or bs[0] != ws[0]:
+        raise UsageError(f"{shown}: {WEIGHT} has shape {ws} and {BIAS} {bs}; "
+                         "expected (classes, features) and (classes,)")
+    meta = header.get("__metadata__") or {}
     stats = None
     if "standardize_mean" in meta and "standardize_std" in meta:
-        stats = (torch.tensor(json.loads(meta["standardize_mean"]), dtype=torch.float64),
-                 torch.tensor(json.loads(meta["standardize_std"]), dtype=torch.float64))
-    return model, stats
+        mean = json_floats(meta["standardize_mean"], f"{shown}: standardize_mean")
+        std = json_floats(meta["standardize_std"], f"{shown}: standardize_std")
+        if len(mean) != ws[1] or len(std) != ws[1]:
+            raise UsageError(f"{shown}: the standardization metadata has {len(mean)} values, "
+                             f"the model {ws[1]} features")
+        stats = (torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64))
+    return Checkpoint(f32_tensor(w["data"], ws), f32_tensor(b["data"], bs), ws[0], ws[1], stats)
 
 
-def save_checkpoint(model, stats, path):
+def checkpoint_fits(ck, data):
+    """The checkpoint's class count, if its model fits the data."""
+    if ck.features != data.x.shape[1]:
+        raise UsageError(f"the checkpoint's model takes {ck.features} features ({WEIGHT} is "
+                         f"{ck.classes}x{ck.features}), the data has {data.x.shape[1]}")
+    if ck.classes < data.classes:
+        raise UsageError(f"the checkpoint's model has {ck.classes} classes, "
+                         f"the data has labels up to {data.classes - 1}")
+    return ck.classes
+
+
+def model_of(ck):
+    model = MyModel(ck.features, ck.classes)
+    model.load_state_dict({WEIGHT: ck.weight, BIAS: ck.bias})  # strict
+    return model
+
+
+class OutputFile:
+    """An output path checked before any work (a temporary file made and
+    removed next to it), written through a temporary file and a rename."""
+
+    def __init__(self, path, flag):
+        if os.path.isdir(path):
+            raise Failure(f"{flag} {path}: is a directory, expected a file path")
+        parts = [c for c in path.split("/") if c not in ("", ".")]
+        name = parts[-1] if parts else ".."
+        if name == "..":
+            raise Failure(f"{flag} {path}: expected a file path")
+        directory = os.path.dirname(path.rstrip("/")) or "."
+        self.path = path
+        self.tmp = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
+        try:
+            open(self.tmp, "wb").close()
+            os.remove(self.tmp)
+        except OSError:
+            raise Failure(f"{flag} {path}: cannot write in {directory}")
+
+    def commit(self, write):
+        try:
+            write(self.tmp)
+            os.replace(self.tmp, self.path)
+        except OSError as e:
+            try:
+                os.remove(self.tmp)
+            except OSError:
+                pass
+            raise Failure(f"writing {self.path}: {e.strerror or e}")
+
+
+def save_checkpoint(model, stats, out):
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -234,8 +615,10 @@ def save_checkpoint(model, stats, path):
     if stats is not None:
         meta["standardize_mean"] = json.dumps(stats[0].tolist())
         meta["standardize_std"] = json.dumps(stats[1].tolist())
-    save_file(state, path, metadata=meta)
+    out.commit(lambda path: save_file(state, path, metadata=meta))
 
+
+# ---------------------------------------------------------------- train --
 
 def evaluate(model, loss_fn, x, y):
     with torch.no_grad():
@@ -259,35 +642,52 @@ def f32(x):
     return torch.tensor(x, dtype=torch.float32).item()
 
 
-def train_main(argv):
-    p = argparse.ArgumentParser(prog="reference.py train")
+def train_parser():
+    p = Parser(prog="reference.py train")
     data_flags(p)
-    common_flags(p)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--epochs", type=positive, default=200)
-    p.add_argument("--batch-size", type=positive, default=None)
+    p.add_argument("--seed", type=whole(64, signed=True), default=0)
+    p.add_argument("--test-fraction", type=open_fraction, default=0.2)
+    p.add_argument("--epochs", type=at_least(1, 64, signed=False), default=200)
+    p.add_argument("--batch-size", type=at_least(1, 64, signed=False), default=None)
     p.add_argument("--lr", type=learning_rate, default=0.5)
-    p.add_argument("--momentum", type=float, default=0.0)
-    p.add_argument("--dampening", type=float, default=0.0)
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--momentum", type=non_negative, default=0.0)
+    p.add_argument("--dampening", type=non_negative, default=0.0)
+    p.add_argument("--weight-decay", type=non_negative, default=0.0)
     p.add_argument("--nesterov", action="store_true")
-    p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--class-weights", default=None)
+    p.add_argument("--label-smoothing", type=unit_interval, default=0.0)
+    # Repeatable, as clap's comma-delimited list: the values add up.
+    p.add_argument("--class-weights", type=class_weight_list, action="extend", default=None)
     p.add_argument("--no-standardize", action="store_true")
-    p.add_argument("--load", default=None)
-    p.add_argument("--save", default=None)
+    p.add_argument("--load", type=path_arg, default=None)
+    p.add_argument("--save", type=path_arg, default=None)
     p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
+    common_flags(p)
+    return p
+
+
+def train_main(args):
+    if args.nesterov and (args.momentum <= 0 or args.dampening != 0):
+        raise UsageError(f"--nesterov needs --momentum > 0 and --dampening 0 (got "
+                         f"{args.momentum} and {args.dampening}), as torch.optim.SGD does")
     device = apply_common(args)
-    name, x, y = load_data(args)
-    model, stats = load_checkpoint(args.load) if args.load else (None, None)
-    classes = model.linear.out_features if model else int(y.max()) + 1
-    weights = [float(v) for v in args.class_weights.split(",")] if args.class_weights else None
+    data = load_data(args)
+    ck = load_checkpoint(args.load) if args.load else None
+    classes = checkpoint_fits(ck, data) if ck else data.classes
+    weights = args.class_weights
+    if weights is not None and len(weights) != classes:
+        raise UsageError(f"--class-weights has {len(weights)} values "
+                         f"but the data has {classes} classes")
+    n = len(data.y)
+    n_test = math.ceil(n * args.test_fraction)
+    if n_test == 0 or n_test >= n:
+        raise UsageError(f"--test-fraction {args.test_fraction} of {n} rows leaves {n_test} "
+                         f"for test and {max(n - n_test, 0)} for training; "
+                         "both need at least one")
+    save = OutputFile(args.save, "--save") if args.save else None
+    x, y = data.x, data.y
+    stats = ck.stats if ck else None
 
     torch.manual_seed(args.seed)
-    n = len(y)
-    n_test = math.ceil(n * args.test_fraction)
     perm = torch.randperm(n)
     test_idx, train_idx = perm[:n_test], perm[n_test:]
     if args.no_standardize:
@@ -300,8 +700,7 @@ def train_main(argv):
             stats = (xtr.mean(0), std.masked_fill(std == 0, 1.0))
         xs = ((x - stats[0]) / stats[1]).float()
 
-    if model is None:
-        model = MyModel(x.shape[1], classes)
+    model = model_of(ck) if ck else MyModel(x.shape[1], classes)
     model.to(device)
     x_train, y_train = xs[train_idx].to(device), y[train_idx].to(device)
     x_test, y_test = xs[test_idx].to(device), y[test_idx].to(device)
@@ -312,36 +711,44 @@ def train_main(argv):
     weight = None if weights is None else torch.tensor(weights, dtype=torch.float32).to(device)
     loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=args.label_smoothing)
     batch = min(args.batch_size or n_train, n_train)
+    steps_per_epoch = -(-n_train // batch)
 
-    def step(xb, yb):
+    def step(xb, yb, epoch, k):
         outputs = model(xb)
         loss = loss_fn(outputs, yb)
+        value = loss.item()
+        if not math.isfinite(value):  # as the binary: no step on it, an error
+            raise Failure(f"training diverged: the loss is {value} at epoch {epoch} of "
+                          f"{args.epochs}, step {k} of {steps_per_epoch}; "
+                          f"lower --lr (now {args.lr:e})")
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-
-    import time
 
     epochs = []
     start = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
         if batch >= n_train:
-            step(x_train, y_train)
+            step(x_train, y_train, epoch, 1)
         else:
             order = torch.randperm(n_train)
-            for first in range(0, n_train, batch):
+            for k, first in enumerate(range(0, n_train, batch), 1):
                 idx = order[first:first + batch].to(device)
-                step(x_train[idx], y_train[idx])
+                step(x_train[idx], y_train[idx], epoch, k)
         train_loss, train_acc = evaluate(model, loss_fn, x_train, y_train)
         test_loss, test_acc = evaluate(model, loss_fn, x_test, y_test)
+        if not math.isfinite(train_loss):
+            raise Failure(f"training diverged: the train loss is {train_loss} after epoch "
+                          f"{epoch} of {args.epochs} (its steps' losses were finite); "
+                          f"lower --lr (now {args.lr:e})")
         epochs.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                        "test_loss": test_loss, "test_accuracy": test_acc})
         if not args.quiet and not args.json:
             print(f"epoch {epoch}/{args.epochs}: train loss {train_loss:.4f} acc {train_acc:.3f} | "
                   f"test loss {test_loss:.4f} acc {test_acc:.3f}")
     seconds = time.perf_counter() - start
-    if args.save:
-        save_checkpoint(model, stats, args.save)
+    if save:
+        save_checkpoint(model, stats, save)
     if args.json:
         doc = {
             "torch_version": torch.__version__.split("+")[0],
@@ -353,7 +760,7 @@ def train_main(argv):
                 "label_smoothing": args.label_smoothing, "class_weights": weights,
                 "test_fraction": args.test_fraction, "standardize": not args.no_standardize,
             },
-            "data": {"name": name, "rows": n, "features": x.shape[1], "classes": classes,
+            "data": {"name": data.name, "rows": n, "features": x.shape[1], "classes": classes,
                      "train_rows": n_train, "test_rows": len(y_test)},
             "epochs": epochs,
             "final": epochs[-1],
@@ -365,29 +772,38 @@ def train_main(argv):
         sys.stdout.write("\n")
 
 
-def eval_main(argv):
-    p = argparse.ArgumentParser(prog="reference.py eval")
+# ----------------------------------------------------------------- eval --
+
+def eval_parser():
+    p = Parser(prog="reference.py eval")
     data_flags(p)
-    common_flags(p)
-    p.add_argument("--load", required=True)
+    p.add_argument("--load", type=path_arg, required=True)
     p.add_argument("--no-standardize", action="store_true")
-    args = p.parse_args(argv)
+    common_flags(p)
+    return p
+
+
+def eval_main(args):
     device = apply_common(args)
-    name, x, y = load_data(args)
-    model, stats = load_checkpoint(args.load)
-    if args.no_standardize:
-        xs = x.float()
-    elif stats is None:
-        sys.exit("the checkpoint holds no standardization statistics; pass --no-standardize")
-    else:
-        xs = ((x - stats[0]) / stats[1]).float()
+    data = load_data(args)
+    ck = load_checkpoint(args.load)
+    try:
+        classes = checkpoint_fits(ck, data)
+        if not args.no_standardize and ck.stats is None:
+            raise UsageError("the checkpoint holds no standardization statistics (a plain "
+                             "state_dict?); if the model was trained on raw features, "
+                             "pass --no-standardize")
+    except UsageError as e:
+        raise UsageError(f"--load {args.load}: {e}")
+    x, y = data.x, data.y
+    xs = x.float() if args.no_standardize else ((x - ck.stats[0]) / ck.stats[1]).float()
+    model = model_of(ck)
     model.to(device)
     xs, y = xs.to(device), y.to(device)
-    classes = model.linear.out_features
     loss, acc = evaluate(model, nn.CrossEntropyLoss(), xs, y)
     doc = {"torch_version": torch.__version__.split("+")[0], "device": device_name(device),
-           "data": {"name": name, "rows": len(y), "features": x.shape[1], "classes": classes,
-                    "train_rows": 0, "test_rows": len(y)},
+           "data": {"name": data.name, "rows": len(y), "features": x.shape[1],
+                    "classes": classes, "train_rows": 0, "test_rows": len(y)},
            "loss": loss, "accuracy": acc, "confusion_matrix": confusion(model, xs, y, classes)}
     if args.json:
         json.dump(doc, sys.stdout)
@@ -398,20 +814,16 @@ def eval_main(argv):
 
 # ---------------------------------------------------------------- bench --
 
-def bench_main(argv):
-    """The seed's step in a timed loop, as `cross-entropy-tch bench` runs it."""
-    import time
+def bench_parser():
+    p = Parser(prog="reference.py bench")
+    seed_flags(p)
+    p.add_argument("--warmup", type=whole(64, signed=False), default=100)
+    return p
 
-    p = argparse.ArgumentParser(prog="reference.py bench")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=positive, default=10)
-    p.add_argument("--input-size", type=positive, default=10)
-    p.add_argument("--num-classes", type=positive, default=3)
-    p.add_argument("--lr", type=learning_rate, default=0.01)
-    p.add_argument("--steps", type=positive, default=1)
-    p.add_argument("--warmup", type=int, default=100)
-    common_flags(p)
-    args = p.parse_args(argv)
+
+def bench_main(args):
+    """The seed's step in a timed loop, as `cross-entropy-tch bench` runs it."""
+    check_seed_sizes(args)
     device = apply_common(args)
     torch.manual_seed(args.seed)
     model, loss_fn, optimizer, inputs, targets = seed_setup(args)
@@ -441,7 +853,7 @@ def bench_main(argv):
         final_loss = loss_fn(model(inputs), targets).item()
     doc = {"implementation": "pytorch", "device": device_name(device),
            "threads": torch.get_num_threads(), "batch_size": args.batch_size,
-           "input_size": args.input_size, "num_classes": args.num_classes,
+           "input_size": args.features, "num_classes": args.classes,
            "warmup": args.warmup, "steps": args.steps,
            "us_per_step": seconds * 1e6 / args.steps, "final_loss": final_loss}
     if args.json:
@@ -450,6 +862,12 @@ def bench_main(argv):
     else:
         print(f"{args.steps} steps: {doc['us_per_step']:.2f} us/step; loss after: {final_loss}")
 
+
+COMMANDS.update({
+    "train": (train_parser, train_main),
+    "eval": (eval_parser, eval_main),
+    "bench": (bench_parser, bench_main),
+})
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
-//! Where the example runs: `--device cpu|cuda|cuda:N|auto`.
+//! Where a run happens: `cpu`, `cuda` (`cuda:0`), `cuda:N` or `auto`, as the
+//! user asked for it, and the libtorch device that request resolves to.
 
-use anyhow::{bail, Result};
 use std::fmt;
 use std::str::FromStr;
 use tch::{Cuda, Device};
@@ -46,23 +46,50 @@ impl fmt::Display for DeviceRequest {
 impl DeviceRequest {
     /// The libtorch device for this request on this machine, or an error that
     /// says why it cannot be had (no GPU, or not that many).
-    pub fn resolve(self) -> Result<Device> {
+    pub fn resolve(self) -> Result<Device, DeviceError> {
         match self {
             DeviceRequest::Cpu => Ok(Device::Cpu),
             DeviceRequest::Auto => Ok(Device::cuda_if_available()),
             DeviceRequest::Cuda(n) => {
                 let count = Cuda::device_count().max(0) as usize;
                 if count == 0 {
-                    bail!("--device {self}: libtorch sees no CUDA device on this machine (no GPU, no driver, or a CPU-only libtorch); use --device cpu or auto");
+                    return Err(DeviceError::NoCuda);
                 }
                 if n >= count {
-                    bail!("--device {self}: this machine has {count} CUDA device(s), cuda:0 to cuda:{}", count - 1);
+                    return Err(DeviceError::NoSuchCuda { count });
                 }
                 Ok(Device::Cuda(n))
             }
         }
     }
 }
+
+/// Why a requested CUDA device cannot be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceError {
+    /// libtorch sees no CUDA device at all.
+    NoCuda,
+    /// Fewer CUDA devices than the index asked for.
+    NoSuchCuda { count: usize },
+}
+
+impl fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceError::NoCuda => write!(
+                f,
+                "libtorch sees no CUDA device on this machine (no GPU, no driver, or a CPU-only libtorch)"
+            ),
+            DeviceError::NoSuchCuda { count } => write!(
+                f,
+                "this machine has {count} CUDA device(s), cuda:0 to cuda:{}",
+                count - 1
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DeviceError {}
 
 /// PyTorch's name for a device: `cpu`, `cuda:0`, ...
 pub fn device_name(device: Device) -> String {

@@ -1,31 +1,43 @@
 //! PyTorch's classic cross-entropy example (`MyModel` with one `nn.Linear`,
 //! `nn.CrossEntropyLoss()`, `torch.optim.SGD`), ported to Rust on tch so that
-//! it computes the very same numbers as PyTorch.
+//! it computes the very same numbers as PyTorch, and the pieces a porter of
+//! PyTorch training code needs to get the same numbers too.
 //!
-//! - [`model`] holds `MyModel`, initialized exactly like PyTorch's `nn.Linear`;
-//! - [`loss`] holds the seed's `nn.CrossEntropyLoss()`, and all of
+//! - [`init`]: PyTorch's `nn.Linear` initialization for any tch `Linear`;
+//! - [`model`]: `MyModel`, the example's model;
+//! - [`loss`]: the example's `nn.CrossEntropyLoss()`, all of
 //!   `nn.CrossEntropyLoss` and `nn.BCEWithLogitsLoss` with every option;
-//! - [`seed`] holds the seed's program: forward, loss, zero_grad, backward, step;
-//! - [`training`] trains the same model on real data ([`data`]) and evaluates it;
-//! - [`checkpoint`] reads and writes safetensors checkpoints PyTorch shares;
-//! - [`device`] parses `--device cpu|cuda|cuda:N|auto`;
-//! - [`output`] prints the human-readable accounts and the `--json` documents;
-//! - [`plot`] draws the training curves;
-//! - [`bench`](mod@bench) times the step (and holds the exact autograd-free step);
-//! - [`cli`] holds the flags.
+//! - [`example`]: the example's program (forward, loss, zero_grad, backward, step);
+//! - [`step`]: the exact fast step (the same gradients without autograd);
+//! - [`data`]: the bundled data sets, the CSV reader, split, standardization;
+//! - [`training`]: the training loop (config in, per-epoch metrics out
+//!   through a callback) and evaluation;
+//! - [`checkpoint`]: safetensors checkpoints PyTorch reads and writes;
+//! - [`device`]: `cpu`, `cuda`, `cuda:N` or `auto`, resolved on this machine.
+//!
+//! The command line (`cross-entropy-tch`) sits on top of this library behind
+//! the default `cli` feature: `default-features = false` brings no clap,
+//! indicatif or plotters. Errors are typed ([`LossError`],
+//! [`data::DataError`], [`checkpoint::CheckpointError`],
+//! [`training::TrainError`], [`device::DeviceError`]) and say what is wrong in
+//! the library's terms.
 
-pub mod bench;
 pub mod checkpoint;
-pub mod cli;
 pub mod data;
 pub mod device;
+pub mod example;
+pub mod init;
 pub mod loss;
 pub mod model;
-pub mod output;
-pub mod plot;
-pub mod seed;
+pub mod step;
 pub mod training;
 
+pub use example::{run_example, ExampleConfig, ExampleRun};
 pub use loss::{BCEWithLogitsLoss, CrossEntropyLoss, LossError, Reduction};
 pub use model::MyModel;
-pub use seed::{run_seed, SeedConfig, SeedRun};
+pub use step::ManualStep;
+pub use training::{train, TrainConfig, TrainError};
+
+/// The libtorch version this crate was built against (read from the
+/// libtorch directory itself by `build.rs`).
+pub const LIBTORCH_VERSION: &str = env!("CE_LIBTORCH_VERSION");

@@ -1,7 +1,10 @@
-//! `cross-entropy-tch`: the seed example as a command; see `--help`.
+//! `cross-entropy-tch`: the example as a command; see `--help`.
+
+mod cli;
 
 use clap::Parser;
-use cross_entropy_tch::cli::{self, Cli, UsageError};
+use cli::args::Cli;
+use cli::config::UsageError;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -19,7 +22,11 @@ fn main() -> ExitCode {
     }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => e.exit(), // --help, --version: stdout, status 0
+        Err(e) if !e.use_stderr() => {
+            // --help, --version: stdout, status 0 (and quiet if stdout is closed).
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             // clap's first paragraph names the flag and the problem (on one
             // line, or a line and an indented list); its usage block and tips
@@ -31,15 +38,25 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match cli::run(&cli) {
+    match cli::run::run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // A closed stdout (`| head`) is the reader saying it has enough, as
+        // for cat and ripgrep: end quietly.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<UsageError>().is_some() {
+            if UsageError::is_in(&e) {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(1)
             }
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -11,10 +11,12 @@
 //!         return self.linear(x)
 //! ```
 
+use crate::init;
 use tch::nn::{self, Module};
 use tch::Tensor;
 
-/// The seed's model: one fully-connected layer, `input_size -> output_size`.
+/// The example's model: one fully-connected layer, `features -> classes`
+/// (the seed's `input_size -> output_size`).
 ///
 /// Its parameters live in the [`nn::VarStore`] it was built from, under the
 /// names PyTorch's `state_dict()` uses: `linear.weight` and `linear.bias`.
@@ -41,40 +43,11 @@ pub struct MyModel {
 impl MyModel {
     /// `MyModel(input_size, output_size)`: builds the layer under `path`
     /// (use the var store's root to get PyTorch's parameter names) and draws
-    /// its initial values from libtorch's CPU generator in PyTorch's order.
-    pub fn new(path: &nn::Path, input_size: i64, output_size: i64) -> MyModel {
-        // Porting trap: tch's default `LinearConfig` is not PyTorch's
-        // `nn.Linear` init. It draws the weight from Kaiming-uniform with ReLU
-        // gain (bound sqrt(6 / fan_in), PyTorch's is 1 / sqrt(fan_in)), and it
-        // creates the bias *before* the weight, so even with the right bounds
-        // the random stream would be consumed in the other order. So we create
-        // both as zeros (no random numbers drawn) and then run PyTorch's
-        // `reset_parameters` ourselves.
-        let no_draw = nn::LinearConfig {
-            ws_init: nn::Init::Const(0.0),
-            bs_init: Some(nn::Init::Const(0.0)),
-            bias: true,
-        };
-        let linear = nn::linear(path / "linear", input_size, output_size, no_draw);
-        let model = MyModel { linear };
-        model.reset_parameters();
-        model
-    }
-
-    /// PyTorch's `nn.Linear.reset_parameters`, in its order: weight first
-    /// (`kaiming_uniform_(weight, a=sqrt(5))`), then bias (uniform in
-    /// ±1/sqrt(fan_in)).
-    pub fn reset_parameters(&self) {
-        let fan_in = self.linear.ws.size()[1];
-        let weight_bound = kaiming_uniform_bound(fan_in, 5f64.sqrt());
-        let bias_bound = if fan_in > 0 { 1.0 / (fan_in as f64).sqrt() } else { 0.0 };
-        tch::no_grad(|| {
-            // `uniform_` casts the f64 bounds to the tensor's f32, as PyTorch does.
-            let _ = self.linear.ws.shallow_clone().uniform_(-weight_bound, weight_bound);
-            if let Some(bs) = &self.linear.bs {
-                let _ = bs.shallow_clone().uniform_(-bias_bound, bias_bound);
-            }
-        });
+    /// its initial values from libtorch's CPU generator in PyTorch's order
+    /// ([`init::linear`], see the trap there).
+    pub fn new(path: &nn::Path, features: i64, classes: i64) -> MyModel {
+        // self.linear = nn.Linear(input_size, output_size)
+        MyModel { linear: init::linear(&(path / "linear"), features, classes) }
     }
 
     /// The layer's weight, `(output_size, input_size)`.
@@ -93,18 +66,4 @@ impl Module for MyModel {
     fn forward(&self, x: &Tensor) -> Tensor {
         self.linear.forward(x)
     }
-}
-
-/// The bound of `torch.nn.init.kaiming_uniform_(w, a)` with the default
-/// `mode='fan_in', nonlinearity='leaky_relu'`, computed in f64 with the same
-/// operations in the same order as PyTorch's Python code, so that the bound
-/// (and hence every drawn f32) is the very same. For `a = sqrt(5)` this is
-/// 1/sqrt(fan_in) up to f64 rounding.
-pub fn kaiming_uniform_bound(fan_in: i64, a: f64) -> f64 {
-    // gain = math.sqrt(2.0 / (1 + negative_slope**2))
-    let gain = (2.0 / (1.0 + a.powi(2))).sqrt();
-    // std = gain / math.sqrt(fan)
-    let std = gain / (fan_in as f64).sqrt();
-    // bound = math.sqrt(3.0) * std
-    3f64.sqrt() * std
 }

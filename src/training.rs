@@ -2,14 +2,90 @@
 //! in an epoch loop (`train`), and evaluating a saved model (`eval`).
 
 use crate::checkpoint::Checkpoint;
-use crate::data::{split, Dataset, Standardizer};
-use crate::loss::CrossEntropyLoss;
+use crate::data::{split, Dataset, SplitError, Standardizer};
+use crate::example::host_copy;
+use crate::loss::{CrossEntropyLoss, LossError};
 use crate::model::MyModel;
-use crate::seed::host_copy;
-use anyhow::{Context, Result};
 use serde::Serialize;
+use std::fmt;
 use tch::nn::{self, Module, OptimizerConfig};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
+
+/// Why training or evaluation could not start, or stopped.
+#[derive(Debug)]
+pub enum TrainError {
+    /// `class_weights` does not have one value per class.
+    ClassWeights { got: usize, classes: usize },
+    /// The train/test split cannot be made.
+    Split(SplitError),
+    /// The checkpoint's model takes another number of features than the data has.
+    CheckpointFeatures { checkpoint: usize, classes: usize, data: usize },
+    /// The data has labels the checkpoint's model has no class for.
+    CheckpointClasses { checkpoint: usize, data: usize },
+    /// Evaluation with standardization asked for, but the checkpoint has no statistics.
+    NoStandardization,
+    /// A non-finite loss at a step (not applied) or at evaluation.
+    Diverged { loss: f32, epoch: usize, epochs: usize, step: Option<(i64, i64)>, lr: f64 },
+    /// The loss refused its arguments.
+    Loss(LossError),
+    /// libtorch refused a call.
+    Torch(TchError),
+}
+
+impl fmt::Display for TrainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrainError::ClassWeights { got, classes } => {
+                write!(f, "{got} class weights for {classes} classes; give one per class")
+            }
+            TrainError::Split(e) => e.fmt(f),
+            TrainError::CheckpointFeatures { checkpoint, classes, data } => write!(
+                f,
+                "the checkpoint's model takes {checkpoint} features ({} is {classes}x{checkpoint}), the data has {data}",
+                crate::checkpoint::WEIGHT
+            ),
+            TrainError::CheckpointClasses { checkpoint, data } => write!(
+                f,
+                "the checkpoint's model has {checkpoint} classes, the data has labels up to {}",
+                data - 1
+            ),
+            TrainError::NoStandardization => write!(
+                f,
+                "the checkpoint holds no standardization statistics (a plain state_dict?); evaluate it on raw features if it was trained on them"
+            ),
+            TrainError::Diverged { loss, epoch, epochs, step: Some((step, steps)), lr } => write!(
+                f,
+                "training diverged: the loss is {loss} at epoch {epoch} of {epochs}, step {step} of {steps}; lower the learning rate (now {lr:e})"
+            ),
+            TrainError::Diverged { loss, epoch, epochs, step: None, lr } => write!(
+                f,
+                "training diverged: the train loss is {loss} after epoch {epoch} of {epochs} (its steps' losses were finite); lower the learning rate (now {lr:e})"
+            ),
+            TrainError::Loss(e) => e.fmt(f),
+            TrainError::Torch(e) => write!(f, "libtorch: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TrainError {}
+
+impl From<TchError> for TrainError {
+    fn from(e: TchError) -> Self {
+        TrainError::Torch(e)
+    }
+}
+
+impl From<LossError> for TrainError {
+    fn from(e: LossError) -> Self {
+        TrainError::Loss(e)
+    }
+}
+
+impl From<SplitError> for TrainError {
+    fn from(e: SplitError) -> Self {
+        TrainError::Split(e)
+    }
+}
 
 /// The knobs of `train`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -110,7 +186,7 @@ pub fn train(
     device: Device,
     init: Option<&Checkpoint>,
     mut on_epoch: impl FnMut(&EpochMetrics),
-) -> Result<TrainRun> {
+) -> Result<TrainRun, TrainError> {
     let classes = check_train(data, config, init)?;
     tch::manual_seed(config.seed);
     let (test_idx, train_idx) = split(data.rows, config.test_fraction)?;
@@ -127,14 +203,14 @@ pub fn train(
     };
 
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = MyModel::new(&vs.root(), data.cols as i64, classes as i64);
+    let model = MyModel::new(&vs.root(), data.features as i64, classes as i64);
     if let Some(ck) = init {
         copy_params(&model, ck);
     }
     if device != Device::Cpu {
         vs.set_device(device);
     }
-    let to = |t: Tensor| t.f_to_device(device).context("moving the data to the device");
+    let to = |t: Tensor| t.f_to_device(device);
     let (x_train, y_train) =
         (to(x.index_select(0, &train_idx))?, to(y.index_select(0, &train_idx))?);
     let (x_test, y_test) = (to(x.index_select(0, &test_idx))?, to(y.index_select(0, &test_idx))?);
@@ -146,7 +222,7 @@ pub fn train(
         wd: config.weight_decay,
         nesterov: config.nesterov,
     };
-    let mut optimizer = sgd.build(&vs, config.lr).context("building the SGD optimizer")?;
+    let mut optimizer = sgd.build(&vs, config.lr)?;
     let mut loss_fn = CrossEntropyLoss::new().label_smoothing(config.label_smoothing);
     if let Some(w) = &config.class_weights {
         let w: Vec<f32> = w.iter().map(|&v| v as f32).collect();
@@ -162,18 +238,18 @@ pub fn train(
     let start = std::time::Instant::now();
     let mut epochs = Vec::with_capacity(config.epochs);
     let steps_per_epoch = (n_train + batch - 1) / batch;
-    let diverged = |loss: f32, epoch: usize, step: i64| {
-        anyhow::anyhow!(
-            "training diverged: the loss is {loss} at epoch {epoch} of {}, step {step} of {steps_per_epoch}; lower --lr (now {:e})",
-            config.epochs,
-            config.lr
-        )
+    let diverged = |loss: f32, epoch: usize, step: Option<i64>| TrainError::Diverged {
+        loss,
+        epoch,
+        epochs: config.epochs,
+        step: step.map(|s| (s, steps_per_epoch)),
+        lr: config.lr,
     };
     for epoch in 1..=config.epochs {
         if batch >= n_train {
             let loss = sgd_step(&model, &loss_fn, &mut optimizer, &x_train, &y_train)?;
             if !loss.is_finite() {
-                return Err(diverged(loss, epoch, 1));
+                return Err(diverged(loss, epoch, Some(1)));
             }
         } else {
             // A fresh shuffle each epoch, from the seeded CPU generator.
@@ -184,7 +260,7 @@ pub fn train(
                 let (xb, yb) = (x_train.index_select(0, &idx), y_train.index_select(0, &idx));
                 let loss = sgd_step(&model, &loss_fn, &mut optimizer, &xb, &yb)?;
                 if !loss.is_finite() {
-                    return Err(diverged(loss, epoch, step + 1));
+                    return Err(diverged(loss, epoch, Some(step + 1)));
                 }
             }
         }
@@ -192,11 +268,7 @@ pub fn train(
         let (test_loss, test_accuracy) = evaluate(&model, &loss_fn, &x_test, &y_test)?;
         let metrics = EpochMetrics { epoch, train_loss, train_accuracy, test_loss, test_accuracy };
         if !train_loss.is_finite() {
-            anyhow::bail!(
-                "training diverged: the train loss is {train_loss} after epoch {epoch} of {} (its steps' losses were finite); lower --lr (now {:e})",
-                config.epochs,
-                config.lr
-            );
+            return Err(diverged(train_loss, epoch, None));
         }
         on_epoch(&metrics);
         epochs.push(metrics);
@@ -208,7 +280,7 @@ pub fn train(
         weight: Vec::<f32>::try_from(&host_copy(model.weight()).flatten(0, -1))?,
         bias: Vec::<f32>::try_from(&host_copy(model.bias()))?,
         classes,
-        features: data.cols,
+        features: data.features,
         standardizer,
     };
     Ok(TrainRun {
@@ -217,7 +289,7 @@ pub fn train(
         data: DataSummary {
             name: data.name.clone(),
             rows: data.rows,
-            features: data.cols,
+            features: data.features,
             classes,
             train_rows: n_train as usize,
             test_rows: x_test.size()[0] as usize,
@@ -235,17 +307,15 @@ pub fn check_train(
     data: &Dataset,
     config: &TrainConfig,
     init: Option<&Checkpoint>,
-) -> Result<usize> {
+) -> Result<usize, TrainError> {
     let classes = match init {
         Some(ck) => check_checkpoint_fits(ck, data)?,
         None => data.classes,
     };
     if let Some(w) = &config.class_weights {
-        anyhow::ensure!(
-            w.len() == classes,
-            "--class-weights has {} values but the data has {classes} classes",
-            w.len()
-        );
+        if w.len() != classes {
+            return Err(TrainError::ClassWeights { got: w.len(), classes });
+        }
     }
     crate::data::split_sizes(data.rows, config.test_fraction)?;
     Ok(classes)
@@ -259,14 +329,14 @@ fn sgd_step(
     optimizer: &mut nn::Optimizer,
     x: &Tensor,
     y: &Tensor,
-) -> Result<f32> {
+) -> Result<f32, TrainError> {
     let outputs = model.forward(x);
     // The labels were checked once, before the loop (`check_targets`).
     let loss = loss_fn.f_forward_unchecked(&outputs, y)?;
     let value = loss.f_double_value(&[])? as f32;
     if value.is_finite() {
         optimizer.zero_grad();
-        loss.f_backward().context("backward")?;
+        loss.f_backward()?;
         optimizer.step();
     }
     Ok(value)
@@ -279,7 +349,7 @@ fn evaluate(
     loss_fn: &CrossEntropyLoss,
     x: &Tensor,
     y: &Tensor,
-) -> Result<(f32, f64)> {
+) -> Result<(f32, f64), TrainError> {
     tch::no_grad(|| {
         let logits = model.forward(x);
         // The labels were checked once, before any evaluation.
@@ -295,10 +365,10 @@ pub fn confusion_matrix(
     x: &Tensor,
     y: &Tensor,
     classes: usize,
-) -> Result<Vec<Vec<i64>>> {
+) -> Result<Vec<Vec<i64>>, TchError> {
     let pred = tch::no_grad(|| model.forward(x).argmax(1, false));
-    let pred = Vec::<i64>::try_from(&pred.to_device(Device::Cpu))?;
-    let truth = Vec::<i64>::try_from(&y.to_device(Device::Cpu))?;
+    let pred = Vec::<i64>::try_from(&pred.f_to_device(Device::Cpu)?)?;
+    let truth = Vec::<i64>::try_from(&y.f_to_device(Device::Cpu)?)?;
     let mut m = vec![vec![0i64; classes]; classes];
     for (t, p) in truth.iter().zip(&pred) {
         m[*t as usize][*p as usize] += 1;
@@ -307,22 +377,14 @@ pub fn confusion_matrix(
 }
 
 /// The checkpoint's class count, if it fits the data's features and labels.
-fn check_checkpoint_fits(ck: &Checkpoint, data: &Dataset) -> Result<usize> {
-    anyhow::ensure!(
-        ck.features == data.cols,
-        "the checkpoint's model takes {} features ({} is {}x{}), the data has {}",
-        ck.features,
-        crate::checkpoint::WEIGHT,
-        ck.classes,
-        ck.features,
-        data.cols
-    );
-    anyhow::ensure!(
-        ck.classes >= data.classes,
-        "the checkpoint's model has {} classes, the data has labels up to {}",
-        ck.classes,
-        data.classes - 1
-    );
+fn check_checkpoint_fits(ck: &Checkpoint, data: &Dataset) -> Result<usize, TrainError> {
+    if ck.features != data.features {
+        let (checkpoint, classes, data) = (ck.features, ck.classes, data.features);
+        return Err(TrainError::CheckpointFeatures { checkpoint, classes, data });
+    }
+    if ck.classes < data.classes {
+        return Err(TrainError::CheckpointClasses { checkpoint: ck.classes, data: data.classes });
+    }
     Ok(ck.classes)
 }
 
@@ -336,7 +398,10 @@ fn copy_params(model: &MyModel, ck: &Checkpoint) {
 }
 
 /// A model built from a checkpoint, for evaluation.
-pub fn model_from_checkpoint(ck: &Checkpoint, device: Device) -> Result<(nn::VarStore, MyModel)> {
+pub fn model_from_checkpoint(
+    ck: &Checkpoint,
+    device: Device,
+) -> Result<(nn::VarStore, MyModel), TchError> {
     let mut vs = nn::VarStore::new(Device::Cpu);
     let model = MyModel::new(&vs.root(), ck.features as i64, ck.classes as i64);
     copy_params(&model, ck);
@@ -358,15 +423,18 @@ pub struct EvalRun {
 
 /// Evaluates a saved model on every row of `data`, standardized with the
 /// checkpoint's statistics (or not at all when `standardize` is false).
-pub fn eval(data: &Dataset, ck: &Checkpoint, standardize: bool, device: Device) -> Result<EvalRun> {
+pub fn eval(
+    data: &Dataset,
+    ck: &Checkpoint,
+    standardize: bool,
+    device: Device,
+) -> Result<EvalRun, TrainError> {
     let classes = check_checkpoint_fits(ck, data)?;
     let x = data.features_tensor();
     let x = match (standardize, &ck.standardizer) {
         (false, _) => x.to_kind(Kind::Float),
         (true, Some(s)) => s.apply(&x)?,
-        (true, None) => anyhow::bail!(
-            "the checkpoint holds no standardization statistics (a plain state_dict?); if the model was trained on raw features, pass --no-standardize"
-        ),
+        (true, None) => return Err(TrainError::NoStandardization),
     };
     let (_vs, model) = model_from_checkpoint(ck, device)?;
     let x = x.f_to_device(device)?;
@@ -376,7 +444,7 @@ pub fn eval(data: &Dataset, ck: &Checkpoint, standardize: bool, device: Device) 
         data: DataSummary {
             name: data.name.clone(),
             rows: data.rows,
-            features: data.cols,
+            features: data.features,
             classes,
             train_rows: 0,
             test_rows: data.rows,

@@ -12,8 +12,8 @@
 mod common;
 
 use common::*;
+use cross_entropy_tch::example::{run_example, ExampleConfig};
 use cross_entropy_tch::loss::cross_entropy;
-use cross_entropy_tch::seed::{run_seed, SeedConfig};
 use cross_entropy_tch::MyModel;
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Tensor};
@@ -244,20 +244,20 @@ fn sgd_step_from_known_weights_matches_the_derivation() {
 fn seed_flow_matches_the_oracle() {
     let _rng = rng_lock();
     for config in [
-        SeedConfig::default(),
-        SeedConfig {
+        ExampleConfig::default(),
+        ExampleConfig {
             seed: 7,
             batch_size: 33,
-            input_size: 5,
-            num_classes: 8,
-            ..SeedConfig::default()
+            features: 5,
+            classes: 8,
+            ..ExampleConfig::default()
         },
     ] {
-        let run = run_seed(&config, Device::Cpu, |_, _| {}).unwrap();
+        let run = run_example(&config, Device::Cpu, |_, _| {}).unwrap();
         let outputs = matrix_of(&run.outputs);
         let targets: Vec<usize> =
             Vec::<i64>::try_from(&run.targets).unwrap().iter().map(|&t| t as usize).collect();
-        assert!(targets.iter().all(|&t| t < config.num_classes as usize));
+        assert!(targets.iter().all(|&t| t < config.classes as usize));
         let oracle = cross_entropy_mean(&outputs, &targets);
         assert_close(run.losses[0] as f64, oracle, LOSS_REL, 0.0, "the seed's loss");
 
@@ -281,7 +281,7 @@ fn seed_flow_matches_the_oracle() {
             }
         }
         // The initial parameters lie in PyTorch's nn.Linear bounds.
-        let bound = 1.0 / (config.input_size as f64).sqrt();
+        let bound = 1.0 / (config.features as f64).sqrt();
         assert!(w.iter().flatten().all(|v| v.abs() <= bound));
         assert!(b.iter().all(|&v| (v as f64).abs() <= bound));
     }
@@ -290,7 +290,7 @@ fn seed_flow_matches_the_oracle() {
 #[test]
 fn kaiming_bound_is_one_over_sqrt_fan_in() {
     for fan_in in [1i64, 2, 3, 10, 784, 4096] {
-        let bound = cross_entropy_tch::model::kaiming_uniform_bound(fan_in, 5f64.sqrt());
+        let bound = cross_entropy_tch::init::kaiming_uniform_bound(fan_in, 5f64.sqrt());
         assert_close(bound, 1.0 / (fan_in as f64).sqrt(), 1e-15, 0.0, "kaiming bound");
     }
 }

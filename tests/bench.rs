@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use cross_entropy_tch::bench::ManualStep;
+use cross_entropy_tch::ManualStep;
 use cross_entropy_tch::loss::cross_entropy;
 use cross_entropy_tch::MyModel;
 use serde_json::Value;
@@ -90,9 +90,9 @@ fn bench_final_loss_equals_pytorchs() {
             "10",
             "--batch-size",
             n,
-            "--input-size",
+            "--features",
             d,
-            "--num-classes",
+            "--classes",
             c,
         ];
         let torch = run_reference(&python, &args);

@@ -44,7 +44,7 @@ fn no_arg_run_prints_the_loss_and_what_changed() {
 
 #[test]
 fn json_is_one_document_with_every_key() {
-    let stdout = stdout_of(&["--json", "--steps", "3", "--batch-size", "4", "--num-classes", "5"]);
+    let stdout = stdout_of(&["--json", "--steps", "3", "--batch-size", "4", "--classes", "5"]);
     assert_eq!(stdout.trim_end().lines().count(), 1, "one line of JSON and nothing else");
     let doc: Value = serde_json::from_str(&stdout).expect("valid JSON");
     for key in [
@@ -62,7 +62,7 @@ fn json_is_one_document_with_every_key() {
         assert!(doc.get(key).is_some(), "missing key {key}");
     }
     assert_eq!(doc["torch_version"], "2.13.0");
-    for key in ["seed", "batch_size", "input_size", "num_classes", "lr", "steps"] {
+    for key in ["seed", "batch_size", "features", "classes", "lr", "steps"] {
         assert!(doc["config"].get(key).is_some(), "missing config.{key}");
     }
     let shape = |v: &Value| -> Vec<usize> {
@@ -106,8 +106,8 @@ fn help_explains_every_flag_in_pytorch_terms() {
         "--seed",
         "--device",
         "--batch-size",
-        "--input-size",
-        "--num-classes",
+        "--features",
+        "--classes",
         "--lr",
         "--steps",
         "--threads",
@@ -142,14 +142,14 @@ fn bad_flags_get_one_line_and_status_2() {
         (&["--lr", "nan"], "--lr"),
         (&["--lr", "inf"], "--lr"),
         (&["--lr", "-0.1"], "--lr"),
-        (&["--num-classes", "1"], "--num-classes"),
+        (&["--classes", "1"], "--classes"),
         (&["--batch-size", "0"], "--batch-size"),
-        (&["--input-size", "-3"], "--input-size"),
+        (&["--features", "-3"], "--features"),
         (&["--steps", "0"], "--steps"),
         (&["--threads", "0"], "--threads"),
         (&["--device", "tpu"], "expected cpu, cuda, cuda:N or auto"),
         (&["--device", "cuda:x"], "expected cpu, cuda, cuda:N or auto"),
-        (&["--batch-size", "100000", "--input-size", "100000"], "over 1073741824 elements"),
+        (&["--batch-size", "100000", "--features", "100000"], "over 1073741824 elements"),
         (&["--frobnicate"], "--frobnicate"),
     ];
     for (args, expected) in cases {

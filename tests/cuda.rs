@@ -10,14 +10,14 @@
 mod common;
 
 use common::{rng_lock, skip};
-use cross_entropy_tch::seed::{run_seed, SeedConfig, SeedRun};
+use cross_entropy_tch::example::{run_example, ExampleConfig, ExampleRun};
 use tch::{Cuda, Device, Tensor};
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
-fn assert_close_runs(cpu: &SeedRun, gpu: &SeedRun) {
+fn assert_close_runs(cpu: &ExampleRun, gpu: &ExampleRun) {
     let exact = [
         ("initial.weight", &cpu.initial.weight, &gpu.initial.weight),
         ("initial.bias", &cpu.initial.bias, &gpu.initial.bias),
@@ -55,18 +55,11 @@ fn cuda_run_matches_cpu_run() {
     }
     let _rng = rng_lock();
     for config in [
-        SeedConfig::default(),
-        SeedConfig {
-            seed: 5,
-            batch_size: 256,
-            input_size: 784,
-            num_classes: 10,
-            lr: 0.1,
-            steps: 20,
-        },
+        ExampleConfig::default(),
+        ExampleConfig { seed: 5, batch_size: 256, features: 784, classes: 10, lr: 0.1, steps: 20 },
     ] {
-        let cpu = run_seed(&config, Device::Cpu, |_, _| {}).unwrap();
-        let gpu = run_seed(&config, Device::Cuda(0), |_, _| {}).unwrap();
+        let cpu = run_example(&config, Device::Cpu, |_, _| {}).unwrap();
+        let gpu = run_example(&config, Device::Cuda(0), |_, _| {}).unwrap();
         assert_eq!(gpu.device, Device::Cuda(0));
         assert_close_runs(&cpu, &gpu);
     }

@@ -135,14 +135,14 @@ fn cases() -> Vec<Case> {
             "'--batch-size <BATCH_SIZE>': must be at least 1, got 0",
         ),
         case("negative batch size", &["--batch-size", "-3"], 2, "must be at least 1, got -3"),
-        case("input size 0", &["--input-size", "0"], 2, "--input-size"),
+        case("input size 0", &["--features", "0"], 2, "--features"),
         case(
             "0 classes",
-            &["--num-classes", "0"],
+            &["--classes", "0"],
             2,
-            "'--num-classes <NUM_CLASSES>': must be at least 2, got 0",
+            "'--classes <CLASSES>': must be at least 2, got 0",
         ),
-        case("1 class", &["--num-classes", "1"], 2, "must be at least 2, got 1"),
+        case("1 class", &["--classes", "1"], 2, "must be at least 2, got 1"),
         case("lr NaN", &["--lr", "nan"], 2, "the learning rate must be finite and >= 0, got nan"),
         case("lr inf", &["--lr", "inf"], 2, "the learning rate must be finite and >= 0, got inf"),
         case(
@@ -163,7 +163,7 @@ fn cases() -> Vec<Case> {
         cuda_case,
         case(
             "huge sizes",
-            &["--batch-size", "1000000", "--input-size", "1000000"],
+            &["--batch-size", "1000000", "--features", "1000000"],
             2,
             "is over 1073741824 elements",
         ),

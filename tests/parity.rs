@@ -120,10 +120,7 @@ fn other_shapes_are_bit_equal() {
         ["256", "784", "10"], // MNIST-like, blocked matmuls
     ] {
         let [n, d, c] = shape;
-        compare(
-            &python,
-            &["--seed", "3", "--batch-size", n, "--input-size", d, "--num-classes", c],
-        );
+        compare(&python, &["--seed", "3", "--batch-size", n, "--features", d, "--classes", c]);
     }
 }
 
@@ -132,7 +129,7 @@ fn learning_rates_and_multi_step_runs_are_bit_equal() {
     let Some(python) = reference_python() else { return };
     compare(&python, &["--lr", "0.5", "--steps", "5"]);
     compare(&python, &["--lr", "0", "--steps", "2"]);
-    compare(&python, &["--lr", "0.1", "--steps", "50", "--seed", "11", "--num-classes", "4"]);
+    compare(&python, &["--lr", "0.1", "--steps", "50", "--seed", "11", "--classes", "4"]);
     compare(&python, &["--lr", "1e-3", "--steps", "3", "--threads", "1", "--batch-size", "100"]);
 }
 

@@ -161,7 +161,7 @@ fn checkpoints_round_trip_with_pytorch() {
     assert_train_equal(&r, &t, "training before the saves");
 
     // The same training saved by each side: the same tensors and statistics.
-    let (a, b) = (Checkpoint::load(&ours).unwrap(), Checkpoint::load(&theirs).unwrap());
+    let (a, b) = (Checkpoint::read(&ours).unwrap(), Checkpoint::read(&theirs).unwrap());
     assert_eq!(a, b, "the checkpoints differ");
     assert!(a.standardizer.is_some());
 
@@ -284,7 +284,7 @@ fn train_writes_the_plot_the_csv_and_the_checkpoint() {
     assert_eq!(lines[0], "epoch,train_loss,train_accuracy,test_loss,test_accuracy");
     assert_eq!(lines.len(), 51);
     assert!(lines[50].starts_with("50,"));
-    assert_eq!(Checkpoint::load(&ck).unwrap().classes, 3);
+    assert_eq!(Checkpoint::read(&ck).unwrap().classes, 3);
     // No temporary files left next to them.
     let leftovers: Vec<_> = std::fs::read_dir(plot.parent().unwrap())
         .unwrap()

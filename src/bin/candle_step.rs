@@ -35,7 +35,7 @@ fn main() -> candle_core::Result<()> {
     let us = start.elapsed().as_secs_f64() * 1e6 / steps.max(1) as f64;
     let final_loss = loss::cross_entropy(&model.forward(&inputs)?, &targets)?.to_scalar::<f32>()?;
     println!(
-        "{{\"implementation\": \"candle\", \"device\": \"cpu\", \"batch_size\": {n}, \"input_size\": {d}, \"num_classes\": {c}, \"warmup\": {warmup}, \"steps\": {steps}, \"us_per_step\": {us}, \"final_loss\": {final_loss}}}"
+        "{{\"implementation\": \"candle\", \"device\": \"cpu\", \"batch_size\": {n}, \"features\": {d}, \"classes\": {c}, \"warmup\": {warmup}, \"steps\": {steps}, \"us_per_step\": {us}, \"final_loss\": {final_loss}}}"
     );
     Ok(())
 }

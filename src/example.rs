@@ -1,4 +1,5 @@
-//! The seed's program, step for step:
+//! The example's program (the classic PyTorch cross-entropy example this
+//! crate ports), line for line:
 //!
 //! ```python
 //! model = MyModel(10, 3)
@@ -19,31 +20,30 @@
 
 use crate::loss::cross_entropy;
 use crate::model::MyModel;
-use anyhow::{Context, Result};
 use serde::Serialize;
 use tch::nn::{self, Module, OptimizerConfig};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
 
-/// The seed's knobs. [`Default`] is the seed itself.
+/// The example's knobs. [`Default`] is the example as written.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct SeedConfig {
+pub struct ExampleConfig {
     /// `torch.manual_seed(seed)` before the model is built.
     pub seed: i64,
-    /// Rows of `torch.randn(batch_size, input_size)`.
+    /// Rows of `torch.randn(batch_size, features)`.
     pub batch_size: i64,
-    /// `MyModel(input_size, ...)`.
-    pub input_size: i64,
-    /// `MyModel(..., num_classes)` and `torch.randint(0, num_classes, ...)`.
-    pub num_classes: i64,
+    /// `MyModel(features, ...)`.
+    pub features: i64,
+    /// `MyModel(..., classes)` and `torch.randint(0, classes, ...)`.
+    pub classes: i64,
     /// `torch.optim.SGD(..., lr=lr)`.
     pub lr: f64,
     /// How many times forward / loss / zero_grad / backward / step run.
     pub steps: usize,
 }
 
-impl Default for SeedConfig {
+impl Default for ExampleConfig {
     fn default() -> Self {
-        SeedConfig { seed: 0, batch_size: 10, input_size: 10, num_classes: 3, lr: 0.01, steps: 1 }
+        ExampleConfig { seed: 0, batch_size: 10, features: 10, classes: 3, lr: 0.01, steps: 1 }
     }
 }
 
@@ -60,11 +60,11 @@ impl Params {
     }
 }
 
-/// Everything the seed computes, on the CPU, for printing and for the
+/// Everything the example computes, on the CPU, for printing and for the
 /// parity tests.
 #[derive(Debug)]
-pub struct SeedRun {
-    pub config: SeedConfig,
+pub struct ExampleRun {
+    pub config: ExampleConfig,
     pub device: Device,
     /// Parameters before the first step.
     pub initial: Params,
@@ -80,9 +80,9 @@ pub struct SeedRun {
     pub final_params: Params,
 }
 
-/// The seed's objects, before its first step: model, optimizer, inputs and
-/// targets, all drawn on the CPU in the seed's order.
-pub struct SeedSetup {
+/// The example's objects, before its first step: model, optimizer, inputs and
+/// targets, all drawn on the CPU in the example's order.
+pub struct ExampleSetup {
     pub vs: nn::VarStore,
     pub model: MyModel,
     pub optimizer: nn::Optimizer,
@@ -90,54 +90,53 @@ pub struct SeedSetup {
     pub targets: Tensor,
 }
 
-impl SeedSetup {
-    /// The seed's first lines, from `torch.manual_seed` to `torch.randint`.
-    pub fn new(config: &SeedConfig) -> Result<SeedSetup> {
-        let &SeedConfig { seed, batch_size, input_size, num_classes, lr, .. } = config;
+impl ExampleSetup {
+    /// The example's first lines, from `torch.manual_seed` to `torch.randint`.
+    pub fn new(config: &ExampleConfig) -> Result<ExampleSetup, TchError> {
+        let &ExampleConfig { seed, batch_size, features, classes, lr, .. } = config;
         tch::manual_seed(seed);
-        // model = MyModel(input_size, num_classes), built on the CPU.
+        // model = MyModel(features, classes), built on the CPU.
         let vs = nn::VarStore::new(Device::Cpu);
-        let model = MyModel::new(&vs.root(), input_size, num_classes);
+        let model = MyModel::new(&vs.root(), features, classes);
         // loss_fn = nn.CrossEntropyLoss(): see `loss::cross_entropy`.
         // optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-        let optimizer = nn::Sgd::default().build(&vs, lr).context("building the SGD optimizer")?;
-        // inputs = torch.randn(batch_size, input_size)
-        let inputs = Tensor::f_randn([batch_size, input_size], (Kind::Float, Device::Cpu))
-            .context("drawing the inputs")?;
-        // targets = torch.randint(0, num_classes, (batch_size,)); tch's randint
+        let optimizer = nn::Sgd::default().build(&vs, lr)?;
+        // inputs = torch.randn(batch_size, features)
+        let inputs = Tensor::f_randn([batch_size, features], (Kind::Float, Device::Cpu))?;
+        // targets = torch.randint(0, classes, (batch_size,)); tch's randint
         // takes only the exclusive upper bound, the lower one is 0.
-        let targets = Tensor::f_randint(num_classes, [batch_size], (Kind::Int64, Device::Cpu))
-            .context("drawing the targets")?;
-        Ok(SeedSetup { vs, model, optimizer, inputs, targets })
+        let targets = Tensor::f_randint(classes, [batch_size], (Kind::Int64, Device::Cpu))?;
+        Ok(ExampleSetup { vs, model, optimizer, inputs, targets })
     }
 
     /// `model.to(device)`, `inputs.to(device)`, `targets.to(device)`.
-    pub fn to_device(mut self, device: Device) -> Result<SeedSetup> {
+    pub fn to_device(mut self, device: Device) -> Result<ExampleSetup, TchError> {
         if device != Device::Cpu {
             self.vs.set_device(device);
         }
-        self.inputs = self.inputs.f_to_device(device).context("moving the inputs")?;
-        self.targets = self.targets.f_to_device(device).context("moving the targets")?;
+        self.inputs = self.inputs.f_to_device(device)?;
+        self.targets = self.targets.f_to_device(device)?;
         Ok(self)
     }
 }
 
-/// Runs the seed on `device`. Everything random is drawn on the CPU, in the
-/// seed's order, and only then moved, so a CUDA run starts from the very
+/// Runs the example on `device`. Everything random is drawn on the CPU, in the
+/// example's order, and only then moved, so a CUDA run starts from the very
 /// numbers of a CPU run and of PyTorch. `on_step(step, loss)` is called after
 /// each step's loss is known (steps count from 1), for progress output.
-pub fn run_seed(
-    config: &SeedConfig,
+pub fn run_example(
+    config: &ExampleConfig,
     device: Device,
     mut on_step: impl FnMut(usize, f32),
-) -> Result<SeedRun> {
-    let setup = SeedSetup::new(config)?;
+) -> Result<ExampleRun, TchError> {
+    let setup = ExampleSetup::new(config)?;
     let (initial, inputs_cpu, targets_cpu) = (
         Params::of(setup.model.weight(), setup.model.bias()),
         setup.inputs.copy(),
         setup.targets.copy(),
     );
-    let SeedSetup { vs: _vs, model, mut optimizer, inputs, targets } = setup.to_device(device)?;
+    let ExampleSetup { vs: _vs, model, mut optimizer, inputs, targets } =
+        setup.to_device(device)?;
     let steps = config.steps;
 
     let mut first: Option<(Tensor, Params)> = None;
@@ -145,7 +144,7 @@ pub fn run_seed(
     for step in 1..=steps {
         let outputs = model.forward(&inputs); // outputs = model(inputs)
         let loss = cross_entropy(&outputs, &targets); // loss = loss_fn(outputs, targets)
-        let value = loss.f_double_value(&[]).context("reading the loss")? as f32; // print(loss)
+        let value = loss.f_double_value(&[])? as f32; // print(loss)
         losses.push(value);
         on_step(step, value);
 
@@ -157,9 +156,10 @@ pub fn run_seed(
         }
         optimizer.step(); // optimizer.step()
     }
-    let (outputs, grad) = first.context("--steps must be at least 1")?;
+    let (outputs, grad) =
+        first.ok_or_else(|| TchError::Shape("steps must be at least 1".to_string()))?;
 
-    Ok(SeedRun {
+    Ok(ExampleRun {
         config: *config,
         device,
         initial,
@@ -173,6 +173,6 @@ pub fn run_seed(
 }
 
 /// A detached copy on the CPU that later in-place updates do not touch.
-pub(crate) fn host_copy(t: &Tensor) -> Tensor {
+pub fn host_copy(t: &Tensor) -> Tensor {
     t.detach().to_device(Device::Cpu).copy()
 }

@@ -1,7 +1,7 @@
 //! The loss and accuracy curves of a training run, drawn as SVG.
 
-use crate::training::TrainRun;
 use anyhow::{anyhow, Result};
+use cross_entropy_tch::training::{EpochMetrics, TrainRun};
 use plotters::prelude::*;
 
 const TRAIN: RGBColor = RGBColor(31, 119, 180);
@@ -45,7 +45,7 @@ fn panel<DB: DrawingBackend>(
     caption: &str,
     epochs: f64,
     y: std::ops::Range<f64>,
-    values: impl Fn(&crate::training::EpochMetrics) -> (f64, f64),
+    values: impl Fn(&EpochMetrics) -> (f64, f64),
     run: &TrainRun,
 ) -> Result<()> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("plot: {e}");

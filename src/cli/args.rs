@@ -1,0 +1,300 @@
+//! The flags: clap's definitions and the parsers of single values. Every
+//! default comes from the library's `Default` impls (written once, there).
+//! Turning these into the library's configs, with the checks that span
+//! several flags, is `config.rs`'s job.
+
+use super::bench::Backward;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand};
+use cross_entropy_tch::data::Bundled;
+use cross_entropy_tch::device::DeviceRequest;
+use cross_entropy_tch::{ExampleConfig, TrainConfig};
+use std::path::PathBuf;
+
+/// `--version`: the crate's and the libtorch it was built for.
+const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (built for libtorch ", env!("CE_LIBTORCH_VERSION"), ")");
+
+/// Runs PyTorch's classic cross-entropy example, ported line by line to Rust
+/// on tch (libtorch): MyModel (one nn.Linear), nn.CrossEntropyLoss(),
+/// torch.optim.SGD, inputs = torch.randn(...), targets = torch.randint(...);
+/// forward, print(loss), zero_grad, backward, step. With the same seed it
+/// computes the same numbers as PyTorch, bit for bit on the CPU.
+///
+/// `train` trains the same model on real data (iris, wine, digits or a CSV
+/// file); `eval` evaluates a saved model; `bench` times the step.
+#[derive(Debug, Parser)]
+#[command(name = "cross-entropy-tch", version = VERSION, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub example: ExampleArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train MyModel (softmax regression: one nn.Linear, nn.CrossEntropyLoss,
+    /// torch.optim.SGD) on a data set, reporting loss and accuracy per epoch.
+    Train(TrainArgs),
+    /// Evaluate a saved model (--load FILE.safetensors) on a whole data set:
+    /// accuracy and confusion matrix.
+    Eval(EvalArgs),
+    /// Time the example's step (forward, loss, zero_grad, backward, step) in
+    /// a loop, as scripts/bench.sh does against PyTorch.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The example's shapes, learning rate and seed; --steps is the number
+    /// of timed steps.
+    #[command(flatten)]
+    pub example: ExampleArgs,
+
+    /// Untimed steps before the timed ones.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: usize,
+
+    /// How gradients are computed: autograd (the example's loss.backward())
+    /// or manual (the same ATen kernels called directly, bit-equal, faster).
+    #[arg(long, value_enum, default_value_t = Backward::Autograd)]
+    pub backward: Backward,
+
+    /// Time only the step's two matrix multiplies (forward and weight
+    /// gradient), to compare the step with libtorch's GEMM throughput.
+    #[arg(long)]
+    pub gemm_only: bool,
+}
+
+/// Flags every command has.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Where model and data live: cpu, cuda (that is cuda:0), cuda:N, or auto
+    /// (cuda:0 when libtorch sees a GPU, else cpu). Random numbers are always
+    /// drawn on the CPU and then moved, so every device starts from the same
+    /// numbers.
+    #[arg(long, default_value_t = DeviceRequest::default())]
+    pub device: DeviceRequest,
+
+    /// libtorch's intra-op threads (torch.set_num_threads); libtorch's
+    /// default (one per core) when not given.
+    #[arg(long, value_parser = at_least::<i32, 1>, allow_negative_numbers = true)]
+    pub threads: Option<i32>,
+
+    /// Print one JSON document and nothing else on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The example's flags: its constants, with the example's values as defaults.
+#[derive(Debug, Args)]
+pub struct ExampleArgs {
+    /// torch.manual_seed(SEED), called before the model is built.
+    #[arg(long, default_value_t = ExampleConfig::default().seed, allow_negative_numbers = true)]
+    pub seed: i64,
+
+    /// The 10 rows in inputs = torch.randn(10, 10) and
+    /// targets = torch.randint(0, 3, (10,)).
+    #[arg(long, default_value_t = ExampleConfig::default().batch_size, value_parser = at_least::<i64, 1>, allow_negative_numbers = true)]
+    pub batch_size: i64,
+
+    /// The features per row: input_size of MyModel(input_size, output_size)
+    /// (the second 10 in torch.randn(10, 10)).
+    #[arg(long, default_value_t = ExampleConfig::default().features, value_parser = at_least::<i64, 1>, allow_negative_numbers = true)]
+    pub features: i64,
+
+    /// The number of classes: output_size of MyModel(input_size, output_size)
+    /// (the 3 in torch.randint(0, 3, (10,))); at least 2.
+    #[arg(long, default_value_t = ExampleConfig::default().classes, value_parser = at_least::<i64, 2>, allow_negative_numbers = true)]
+    pub classes: i64,
+
+    /// lr of torch.optim.SGD(model.parameters(), lr=0.01); finite and >= 0.
+    #[arg(long, default_value_t = ExampleConfig::default().lr, value_parser = parse_lr, allow_negative_numbers = true)]
+    pub lr: f64,
+
+    /// How many times to run forward, loss, zero_grad, backward and step on
+    /// the same inputs (the example runs them once).
+    #[arg(long, default_value_t = ExampleConfig::default().steps, value_parser = at_least::<usize, 1>, allow_negative_numbers = true)]
+    pub steps: usize,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Which data: a bundled data set or a CSV file.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// A data set compiled into the binary (see data/SOURCES.md).
+    #[arg(long, value_parser = bundled(), required_unless_present = "data", conflicts_with = "data")]
+    pub dataset: Option<Bundled>,
+
+    /// A CSV file: numeric feature columns, then an integer class label
+    /// (0, 1, 2, ...) in the last column; a header line is detected and
+    /// skipped.
+    #[arg(long, value_name = "FILE.csv")]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+
+    /// torch.manual_seed(SEED), called before the train/test split.
+    #[arg(long, default_value_t = TrainConfig::default().seed, allow_negative_numbers = true)]
+    pub seed: i64,
+
+    /// The share of rows held out for testing (rounded up), in (0, 1).
+    #[arg(long, default_value_t = TrainConfig::default().test_fraction, value_parser = parse_fraction, allow_negative_numbers = true)]
+    pub test_fraction: f64,
+
+    /// Passes over the training split.
+    #[arg(long, default_value_t = TrainConfig::default().epochs, value_parser = at_least::<usize, 1>, allow_negative_numbers = true)]
+    pub epochs: usize,
+
+    /// Rows per SGD step, reshuffled every epoch; the whole training split
+    /// (one step per epoch, no shuffling) when not given.
+    #[arg(long, value_parser = at_least::<usize, 1>, allow_negative_numbers = true)]
+    pub batch_size: Option<usize>,
+
+    /// torch.optim.SGD(lr=...); finite and >= 0.
+    #[arg(long, default_value_t = TrainConfig::default().lr, value_parser = parse_lr, allow_negative_numbers = true)]
+    pub lr: f64,
+
+    /// torch.optim.SGD(momentum=...); >= 0.
+    #[arg(long, default_value_t = TrainConfig::default().momentum, value_parser = parse_non_negative, allow_negative_numbers = true)]
+    pub momentum: f64,
+
+    /// torch.optim.SGD(dampening=...) of the momentum; >= 0.
+    #[arg(long, default_value_t = TrainConfig::default().dampening, value_parser = parse_non_negative, allow_negative_numbers = true)]
+    pub dampening: f64,
+
+    /// torch.optim.SGD(weight_decay=...), L2 penalty; >= 0.
+    #[arg(long, default_value_t = TrainConfig::default().weight_decay, value_parser = parse_non_negative, allow_negative_numbers = true)]
+    pub weight_decay: f64,
+
+    /// torch.optim.SGD(nesterov=True); needs --momentum > 0 and --dampening 0.
+    #[arg(long)]
+    pub nesterov: bool,
+
+    /// nn.CrossEntropyLoss(label_smoothing=...), in [0, 1].
+    #[arg(long, default_value_t = TrainConfig::default().label_smoothing, value_parser = parse_unit, allow_negative_numbers = true)]
+    pub label_smoothing: f64,
+
+    /// nn.CrossEntropyLoss(weight=...): one value >= 0 per class, comma
+    /// separated, e.g. 1,2,0.5.
+    #[arg(long, value_delimiter = ',', value_parser = parse_non_negative, allow_negative_numbers = true)]
+    pub class_weights: Option<Vec<f64>>,
+
+    /// Use the raw features instead of z-scores (mean and std of the
+    /// training split).
+    #[arg(long)]
+    pub no_standardize: bool,
+
+    /// Start from a saved model (and its standardization) instead of a fresh
+    /// nn.Linear init.
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub load: Option<PathBuf>,
+
+    /// Save the trained model: safetensors with linear.weight and
+    /// linear.bias (MyModel's state_dict() names) and the standardization
+    /// statistics as metadata.
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub save: Option<PathBuf>,
+
+    /// Write the per-epoch metrics as CSV.
+    #[arg(long, value_name = "FILE.csv")]
+    pub metrics_csv: Option<PathBuf>,
+
+    /// Draw the loss and accuracy curves (train and test) as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+
+    /// No progress output on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+
+    /// The saved model (from train --save, or PyTorch's
+    /// safetensors.torch.save_file(model.state_dict(), ...)).
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub load: PathBuf,
+
+    /// Use the raw features: for a model trained without standardization.
+    #[arg(long)]
+    pub no_standardize: bool,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `--dataset`: the bundled data sets' names, each with its description.
+fn bundled() -> impl TypedValueParser<Value = Bundled> {
+    PossibleValuesParser::new(Bundled::ALL.map(|b| PossibleValue::new(b.name()).help(b.about())))
+        .map(|name| name.parse::<Bundled>().expect("clap passes only the listed names"))
+}
+
+/// An integer flag that must be at least `MIN`.
+fn at_least<T, const MIN: i64>(s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + TryFrom<i64> + PartialOrd,
+{
+    let min = T::try_from(MIN).map_err(|_| "bad minimum".to_string())?;
+    match s.trim().parse::<T>() {
+        Ok(v) if v >= min => Ok(v),
+        Ok(_) => Err(format!("must be at least {MIN}, got {s}")),
+        Err(_) if s.trim().parse::<i128>().is_ok_and(|v| v < MIN as i128) => {
+            Err(format!("must be at least {MIN}, got {s}"))
+        }
+        Err(_) => Err(format!(
+            "expected a whole number of at least {MIN} that fits in {}, got '{s}'",
+            std::any::type_name::<T>()
+        )),
+    }
+}
+
+fn parse_finite(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if !v.is_finite() {
+        return Err(format!("must be a finite number, got {s}"));
+    }
+    Ok(v)
+}
+
+fn parse_lr(s: &str) -> Result<f64, String> {
+    match parse_finite(s) {
+        Ok(v) if v >= 0.0 => Ok(v),
+        _ => Err(format!("the learning rate must be finite and >= 0, got {s}")),
+    }
+}
+
+fn parse_non_negative(s: &str) -> Result<f64, String> {
+    match parse_finite(s) {
+        Ok(v) if v >= 0.0 => Ok(v),
+        _ => Err(format!("must be a finite number >= 0, got {s}")),
+    }
+}
+
+fn parse_unit(s: &str) -> Result<f64, String> {
+    match parse_finite(s) {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("must be between 0 and 1, got {s}")),
+    }
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match parse_finite(s) {
+        Ok(v) if v > 0.0 && v < 1.0 => Ok(v),
+        _ => Err(format!("must be between 0 and 1 (exclusive), got {s}")),
+    }
+}

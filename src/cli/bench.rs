@@ -1,0 +1,140 @@
+//! `bench`: the example's step in a timed loop, what `scripts/bench.sh`
+//! measures against PyTorch's identical loop (`scripts/reference.py bench`).
+
+use anyhow::Result;
+use cross_entropy_tch::example::{ExampleConfig, ExampleSetup};
+use cross_entropy_tch::loss::cross_entropy;
+use cross_entropy_tch::ManualStep;
+use serde::Serialize;
+use tch::nn::Module;
+use tch::{Device, Kind, Tensor};
+
+/// How the timed step computes its gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backward {
+    /// `optimizer.zero_grad(); loss.backward(); optimizer.step()`: the
+    /// example's lines, through libtorch's autograd engine.
+    Autograd,
+    /// The same ATen kernels that autograd runs for this graph, called
+    /// directly (see [`ManualStep`]): the same numbers, bit for bit, without
+    /// the engine's per-call cost.
+    Manual,
+}
+
+/// What one timed run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub implementation: &'static str,
+    pub device: String,
+    pub threads: i32,
+    pub batch_size: i64,
+    pub features: i64,
+    pub classes: i64,
+    pub warmup: usize,
+    pub steps: usize,
+    pub backward: Backward,
+    /// Wall time of the timed steps (warm-up excluded), per step.
+    pub us_per_step: f64,
+    /// The loss on the batch after the last step (one extra forward, not
+    /// timed): equal to PyTorch's bit for bit on the CPU.
+    pub final_loss: f32,
+}
+
+/// Runs `warmup + steps` example steps (forward, loss, zero_grad, backward,
+/// step) on one batch, timing the last `steps`, from the example's
+/// initialization (`config.seed`, CPU draws, then moved to `device`).
+pub fn bench_example_step(
+    config: &ExampleConfig,
+    warmup: usize,
+    backward: Backward,
+    device: Device,
+) -> Result<BenchResult> {
+    let &ExampleConfig { batch_size, steps, .. } = config;
+    let ExampleSetup { vs: _vs, model, mut optimizer, inputs, targets } =
+        ExampleSetup::new(config)?.to_device(device)?;
+    let manual = ManualStep::new(&model, batch_size)?;
+    let step = || match backward {
+        Backward::Autograd => {
+            let outputs = model.forward(&inputs);
+            let loss = cross_entropy(&outputs, &targets);
+            optimizer.zero_grad();
+            loss.backward();
+            optimizer.step();
+        }
+        Backward::Manual => {
+            manual.gradients(&model, &inputs, &targets);
+            optimizer.step();
+        }
+    };
+    let us_per_step = time_loop(warmup, steps, device, step);
+    let final_loss =
+        tch::no_grad(|| cross_entropy(&model.forward(&inputs), &targets).f_double_value(&[]))?
+            as f32;
+    Ok(BenchResult::new("tch", config, warmup, backward, device, us_per_step, final_loss))
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(n) = device {
+        tch::Cuda::synchronize(n as i64);
+    }
+}
+
+/// Times only the two matrix multiplies of a step at this shape (forward
+/// `x W^T` and the weight gradient `g^T x`), for comparing the whole step
+/// with libtorch's GEMM throughput. `final_loss` is 0.
+pub fn bench_gemms(config: &ExampleConfig, warmup: usize, device: Device) -> Result<BenchResult> {
+    let &ExampleConfig { seed, batch_size, features, classes, steps, .. } = config;
+    tch::manual_seed(seed);
+    let opts = (Kind::Float, device);
+    let x = Tensor::f_randn([batch_size, features], opts)?;
+    let w = Tensor::f_randn([classes, features], opts)?;
+    let g = Tensor::f_randn([batch_size, classes], opts)?;
+    let step = || {
+        let _ = x.mm(&w.tr());
+        let _ = g.tr().mm(&x);
+    };
+    let us_per_step = time_loop(warmup, steps, device, step);
+    Ok(BenchResult::new("tch-gemms", config, warmup, Backward::Manual, device, us_per_step, 0.0))
+}
+
+impl BenchResult {
+    fn new(
+        implementation: &'static str,
+        config: &ExampleConfig,
+        warmup: usize,
+        backward: Backward,
+        device: Device,
+        us_per_step: f64,
+        final_loss: f32,
+    ) -> BenchResult {
+        BenchResult {
+            implementation,
+            device: cross_entropy_tch::device::device_name(device),
+            threads: tch::get_num_threads(),
+            batch_size: config.batch_size,
+            features: config.features,
+            classes: config.classes,
+            warmup,
+            steps: config.steps,
+            backward,
+            us_per_step,
+            final_loss,
+        }
+    }
+}
+
+/// Runs `step` `warmup` times untimed, then `steps` times timed (waiting
+/// for the GPU at both ends); returns microseconds per timed step.
+fn time_loop(warmup: usize, steps: usize, device: Device, mut step: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
+        step();
+    }
+    sync(device);
+    let start = std::time::Instant::now();
+    for _ in 0..steps {
+        step();
+    }
+    sync(device);
+    start.elapsed().as_secs_f64() * 1e6 / steps.max(1) as f64
+}

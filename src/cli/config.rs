@@ -1,0 +1,184 @@
+//! From flags to the library's configs and inputs: the checks that span
+//! several flags, loading the data and checkpoints the flags name, and the
+//! flag names added to the library's errors. A refusal here is a
+//! [`UsageError`] (exit status 2).
+
+use super::args::{CommonArgs, DataArgs, ExampleArgs, TrainArgs};
+use anyhow::Result;
+use cross_entropy_tch::checkpoint::Checkpoint;
+use cross_entropy_tch::data::Dataset;
+use cross_entropy_tch::training::{self, TrainError};
+use cross_entropy_tch::{ExampleConfig, TrainConfig};
+use std::fmt;
+use std::path::Path;
+
+/// An error in what the user asked for (exit status 2), as opposed to a
+/// failure while doing it (exit status 1). It wraps the error that says why,
+/// keeping its whole chain of causes.
+#[derive(Debug)]
+pub struct UsageError(anyhow::Error);
+
+impl UsageError {
+    /// The error `e`, marked as the user's.
+    pub fn wrap(e: impl Into<anyhow::Error>) -> anyhow::Error {
+        anyhow::Error::new(UsageError(e.into()))
+    }
+
+    /// A refusal in our own words.
+    pub fn msg(message: String) -> anyhow::Error {
+        UsageError::wrap(anyhow::Error::msg(message))
+    }
+
+    /// Whether `e` is, or was caused by, a usage error.
+    pub fn is_in(e: &anyhow::Error) -> bool {
+        e.chain().any(|c| c.is::<UsageError>())
+    }
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The wrapped error's own message; its causes follow as `source`s.
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for UsageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// Marks a library error as the user's, with the flag (and value) it came from.
+trait UsageContext<T> {
+    fn usage(self, flag: impl fmt::Display) -> Result<T>;
+}
+
+impl<T, E: std::error::Error + Send + Sync + 'static> UsageContext<T> for Result<T, E> {
+    fn usage(self, flag: impl fmt::Display) -> Result<T> {
+        self.map_err(|e| UsageError::wrap(anyhow::Error::new(e).context(flag.to_string())))
+    }
+}
+
+/// The largest tensor the example agrees to allocate, in elements (4 GiB of f32).
+const MAX_ELEMENTS: i64 = 1 << 30;
+
+impl ExampleArgs {
+    /// The example's config these flags describe.
+    pub fn config(&self) -> Result<ExampleConfig> {
+        let sizes = [
+            ("--batch-size x --features (inputs)", self.batch_size.checked_mul(self.features)),
+            ("--features x --classes (weight)", self.features.checked_mul(self.classes)),
+            ("--batch-size x --classes (logits)", self.batch_size.checked_mul(self.classes)),
+        ];
+        for (what, elements) in sizes {
+            if elements.is_none_or(|e| e > MAX_ELEMENTS) {
+                return Err(UsageError::msg(format!(
+                    "{what} is over {MAX_ELEMENTS} elements; use smaller sizes"
+                )));
+            }
+        }
+        Ok(ExampleConfig {
+            seed: self.seed,
+            batch_size: self.batch_size,
+            features: self.features,
+            classes: self.classes,
+            lr: self.lr,
+            steps: self.steps,
+        })
+    }
+}
+
+impl TrainArgs {
+    /// The training config these flags describe.
+    pub fn config(&self) -> Result<TrainConfig> {
+        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
+            return Err(UsageError::msg(format!(
+                "--nesterov needs --momentum > 0 and --dampening 0 (got {} and {}), as torch.optim.SGD does",
+                self.momentum, self.dampening
+            )));
+        }
+        Ok(TrainConfig {
+            seed: self.seed,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            momentum: self.momentum,
+            dampening: self.dampening,
+            weight_decay: self.weight_decay,
+            nesterov: self.nesterov,
+            label_smoothing: self.label_smoothing,
+            class_weights: self.class_weights.clone(),
+            test_fraction: self.test_fraction,
+            standardize: !self.no_standardize,
+        })
+    }
+
+    /// Checks that the data, the config and the `--load` checkpoint fit
+    /// together, naming the flag at fault.
+    pub fn check(
+        &self,
+        data: &Dataset,
+        config: &TrainConfig,
+        init: Option<&Checkpoint>,
+    ) -> Result<()> {
+        match training::check_train(data, config, init) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.flag_of(e)),
+        }
+    }
+
+    fn flag_of(&self, e: TrainError) -> anyhow::Error {
+        let flag = match &e {
+            TrainError::ClassWeights { .. } => "--class-weights".to_string(),
+            TrainError::Split(_) => format!("--test-fraction {}", self.test_fraction),
+            TrainError::CheckpointFeatures { .. } | TrainError::CheckpointClasses { .. } => {
+                format!("--load {}", self.load.as_deref().unwrap_or(Path::new("")).display())
+            }
+            _ => return UsageError::wrap(e),
+        };
+        UsageError::wrap(anyhow::Error::new(e).context(flag))
+    }
+}
+
+impl CommonArgs {
+    /// Resolves `--device` and applies `--threads`.
+    pub fn apply(&self) -> Result<tch::Device> {
+        let device = self.device.resolve().usage(format!("--device {}", self.device))?;
+        if let Some(threads) = self.threads {
+            tch::set_num_threads(threads);
+        }
+        Ok(device)
+    }
+}
+
+impl DataArgs {
+    /// The data set `--dataset` or `--data` names.
+    pub fn load(&self) -> Result<Dataset> {
+        match (&self.dataset, &self.data) {
+            (Some(which), _) => Dataset::bundled(*which).usage(format!("--dataset {which}")),
+            (None, Some(path)) => {
+                Dataset::from_csv(path).usage(format!("--data {}", path.display()))
+            }
+            (None, None) => Err(UsageError::msg("give --dataset or --data".to_string())),
+        }
+    }
+}
+
+/// The checkpoint `--load PATH` names.
+pub fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
+    Checkpoint::read(path).usage(format!("--load {}", path.display()))
+}
+
+/// An evaluation's failure, with the flags that can fix it named.
+pub fn eval_error(e: TrainError, load: &Path) -> anyhow::Error {
+    match e {
+        TrainError::NoStandardization => UsageError::msg(format!(
+            "--load {}: the checkpoint holds no standardization statistics (a plain state_dict?); if the model was trained on raw features, pass --no-standardize",
+            load.display()
+        )),
+        TrainError::CheckpointFeatures { .. } | TrainError::CheckpointClasses { .. } => {
+            UsageError::wrap(anyhow::Error::new(e).context(format!("--load {}", load.display())))
+        }
+        e => anyhow::Error::new(e),
+    }
+}

@@ -1,0 +1,64 @@
+//! Output files written all at once: a temporary file next to the final
+//! path, renamed into place, so nobody ever sees half a file.
+
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// An output file written all at once. [`create`](Self::create) proves,
+/// when the run starts, that a temporary file can be made next to the final
+/// path (and removes it again), so an unwritable path fails before any work
+/// and an interrupted run leaves nothing. [`commit`](Self::commit) writes
+/// the temporary file and renames it into place, so no reader ever sees a
+/// truncated file; if that fails, the temporary file is removed.
+#[derive(Debug)]
+pub struct AtomicFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    committed: bool,
+}
+
+impl AtomicFile {
+    /// Checks that `path` can be written, by creating its temporary file now.
+    /// `flag` names the option in error messages (`--save`).
+    pub fn create(path: &Path, flag: &str) -> Result<AtomicFile> {
+        let shown = path.display();
+        if path.is_dir() {
+            anyhow::bail!("{flag} {shown}: is a directory, expected a file path");
+        }
+        let name = path
+            .file_name()
+            .with_context(|| format!("{flag} {shown}: expected a file path"))?
+            .to_string_lossy();
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        std::fs::File::create(&tmp)
+            .with_context(|| format!("{flag} {shown}: cannot write in {}", dir.display()))?;
+        let _ = std::fs::remove_file(&tmp);
+        Ok(AtomicFile { path: path.to_path_buf(), tmp, committed: false })
+    }
+
+    /// Writes `bytes` to the temporary file, flushes it to disk and renames
+    /// it to the final path.
+    pub fn commit(mut self, bytes: &[u8]) -> Result<()> {
+        let shown = self.path.display().to_string();
+        let mut f = std::fs::File::create(&self.tmp).with_context(|| format!("writing {shown}"))?;
+        f.write_all(bytes).with_context(|| format!("writing {shown}"))?;
+        f.sync_all().with_context(|| format!("writing {shown}"))?;
+        std::fs::rename(&self.tmp, &self.path).with_context(|| format!("writing {shown}"))?;
+        self.committed = true;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! What programs read: the `--json` documents (the example's is the one
+//! `scripts/reference.py --json` writes from PyTorch) and the
+//! `--metrics-csv` file.
+
+use anyhow::{Context, Result};
+use cross_entropy_tch::device::device_name;
+use cross_entropy_tch::example::{ExampleConfig, ExampleRun, Params};
+use cross_entropy_tch::training::{DataSummary, EpochMetrics, EvalRun, TrainConfig, TrainRun};
+use cross_entropy_tch::LIBTORCH_VERSION;
+use serde::Serialize;
+use tch::Tensor;
+
+/// The `--json` document. f32 values are serialized as f32, that is with the
+/// shortest decimal that reads back as the same f32.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub torch_version: String,
+    pub device: String,
+    pub config: ExampleConfig,
+    pub initial: ParamsJson,
+    pub inputs: Vec<Vec<f32>>,
+    pub targets: Vec<i64>,
+    pub outputs: Vec<Vec<f32>>,
+    pub losses: Vec<f32>,
+    pub grad: ParamsJson,
+    #[serde(rename = "final")]
+    pub final_params: ParamsJson,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ParamsJson {
+    pub weight: Vec<Vec<f32>>,
+    pub bias: Vec<f32>,
+}
+
+impl ParamsJson {
+    fn of(p: &Params) -> Result<ParamsJson> {
+        Ok(ParamsJson { weight: matrix(&p.weight)?, bias: vector(&p.bias)? })
+    }
+}
+
+impl Report {
+    pub fn of(run: &ExampleRun) -> Result<Report> {
+        Ok(Report {
+            torch_version: LIBTORCH_VERSION.to_string(),
+            device: device_name(run.device),
+            config: run.config,
+            initial: ParamsJson::of(&run.initial)?,
+            inputs: matrix(&run.inputs)?,
+            targets: Vec::<i64>::try_from(&run.targets).context("reading the targets")?,
+            outputs: matrix(&run.outputs)?,
+            losses: run.losses.clone(),
+            grad: ParamsJson::of(&run.grad)?,
+            final_params: ParamsJson::of(&run.final_params)?,
+        })
+    }
+}
+
+fn matrix(t: &Tensor) -> Result<Vec<Vec<f32>>> {
+    Vec::<Vec<f32>>::try_from(t).context("reading a matrix back from libtorch")
+}
+
+fn vector(t: &Tensor) -> Result<Vec<f32>> {
+    Vec::<f32>::try_from(t).context("reading a vector back from libtorch")
+}
+
+/// The `--metrics-csv` file.
+pub fn metrics_csv(run: &TrainRun) -> String {
+    let mut s = String::from("epoch,train_loss,train_accuracy,test_loss,test_accuracy\n");
+    for m in &run.epochs {
+        s += &format!(
+            "{},{},{},{},{}\n",
+            m.epoch, m.train_loss, m.train_accuracy, m.test_loss, m.test_accuracy
+        );
+    }
+    s
+}
+
+/// The `train --json` document.
+#[derive(Debug, Serialize)]
+pub struct TrainReport<'a> {
+    pub torch_version: &'a str,
+    pub device: String,
+    pub config: &'a TrainConfig,
+    pub data: &'a DataSummary,
+    pub epochs: &'a [EpochMetrics],
+    #[serde(rename = "final")]
+    pub final_metrics: &'a EpochMetrics,
+    /// On the test split: `[true class][predicted class]`.
+    pub confusion_matrix: &'a [Vec<i64>],
+    pub train_seconds: f64,
+    pub samples_per_second: f64,
+}
+
+impl<'a> TrainReport<'a> {
+    pub fn of(run: &'a TrainRun) -> TrainReport<'a> {
+        TrainReport {
+            torch_version: LIBTORCH_VERSION,
+            device: device_name(run.device),
+            config: &run.config,
+            data: &run.data,
+            epochs: &run.epochs,
+            final_metrics: run.last(),
+            confusion_matrix: &run.confusion,
+            train_seconds: run.seconds,
+            samples_per_second: run.samples_per_second(),
+        }
+    }
+}
+
+/// The `eval --json` document.
+#[derive(Debug, Serialize)]
+pub struct EvalReport<'a> {
+    pub torch_version: &'a str,
+    pub device: String,
+    pub data: &'a DataSummary,
+    pub loss: f32,
+    pub accuracy: f64,
+    pub confusion_matrix: &'a [Vec<i64>],
+}
+
+impl<'a> EvalReport<'a> {
+    pub fn of(run: &'a EvalRun) -> EvalReport<'a> {
+        EvalReport {
+            torch_version: LIBTORCH_VERSION,
+            device: device_name(run.device),
+            data: &run.data,
+            loss: run.loss,
+            accuracy: run.accuracy,
+            confusion_matrix: &run.confusion,
+        }
+    }
+}

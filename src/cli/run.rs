@@ -1,0 +1,123 @@
+//! The commands: each takes its parsed flags, runs the library and shows
+//! the result (text or `--json` on stdout, progress on stderr, files).
+
+use super::args::{BenchArgs, Cli, Command, EvalArgs, ExampleArgs, TrainArgs};
+use super::config::{eval_error, load_checkpoint};
+use super::output_file::AtomicFile;
+use super::progress::Progress;
+use super::{bench, plot, report, text};
+use anyhow::{Context, Result};
+use cross_entropy_tch::{example, training};
+use std::io::{IsTerminal, Write};
+
+/// Runs what the flags ask for, printing to stdout.
+pub fn run(cli: &Cli) -> Result<()> {
+    match &cli.command {
+        None => run_example(&cli.example),
+        Some(Command::Train(args)) => run_train(args),
+        Some(Command::Eval(args)) => run_eval(args),
+        Some(Command::Bench(args)) => run_bench(args),
+    }
+}
+
+/// Writes one JSON document and a newline to stdout.
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, value).context("writing the JSON to stdout")?;
+    writeln!(out).context("writing to stdout")
+}
+
+/// Writes a line to stdout.
+fn print_line(line: &str) -> Result<()> {
+    writeln!(std::io::stdout().lock(), "{line}").context("writing to stdout")
+}
+
+fn run_example(args: &ExampleArgs) -> Result<()> {
+    let config = args.config()?;
+    let device = args.common.apply()?;
+    let json = args.common.json;
+    if !json {
+        print_line(&text::header(&config, device))?;
+    }
+    let steps = config.steps;
+    let mut write_error = None;
+    let run = example::run_example(&config, device, |step, loss| {
+        if !json && text::prints_step(step, steps) && write_error.is_none() {
+            write_error = print_line(&text::step_line(step, steps, loss)).err();
+        }
+    })?;
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    if json {
+        print_json(&report::Report::of(&run)?)
+    } else {
+        print_line(&text::summary(&run)?)
+    }
+}
+
+fn run_train(args: &TrainArgs) -> Result<()> {
+    let config = args.config()?;
+    let device = args.common.apply()?;
+    let data = args.data.load()?;
+    let init = args.load.as_deref().map(load_checkpoint).transpose()?;
+    args.check(&data, &config, init.as_ref())?;
+    // Every output path is checked before training starts.
+    let save = args.save.as_deref().map(|p| AtomicFile::create(p, "--save")).transpose()?;
+    let csv =
+        args.metrics_csv.as_deref().map(|p| AtomicFile::create(p, "--metrics-csv")).transpose()?;
+    let plot_file = args.plot.as_deref().map(|p| AtomicFile::create(p, "--plot")).transpose()?;
+
+    let mut progress = Progress::new(config.epochs, args.quiet, std::io::stderr().is_terminal());
+    let run = training::train(&data, &config, device, init.as_ref(), |m| progress.epoch(m));
+    progress.finish();
+    let run = run?;
+
+    let mut written = Vec::new();
+    if let Some(file) = plot_file {
+        written.push(file.path().display().to_string());
+        file.commit(plot::training_curves_svg(&run)?.as_bytes())?;
+    }
+    if let Some(file) = csv {
+        written.push(file.path().display().to_string());
+        file.commit(report::metrics_csv(&run).as_bytes())?;
+    }
+    if let Some(file) = save {
+        written.push(file.path().display().to_string());
+        let bytes = run.checkpoint.to_bytes().context("serializing the checkpoint")?;
+        file.commit(&bytes)?;
+    }
+    if args.common.json {
+        print_json(&report::TrainReport::of(&run))
+    } else {
+        print_line(&text::train_summary(&run, &written))
+    }
+}
+
+fn run_eval(args: &EvalArgs) -> Result<()> {
+    let device = args.common.apply()?;
+    let data = args.data.load()?;
+    let ck = load_checkpoint(&args.load)?;
+    let run = training::eval(&data, &ck, !args.no_standardize, device)
+        .map_err(|e| eval_error(e, &args.load))?;
+    if args.common.json {
+        print_json(&report::EvalReport::of(&run))
+    } else {
+        print_line(&text::eval_summary(&run))
+    }
+}
+
+fn run_bench(args: &BenchArgs) -> Result<()> {
+    let config = args.example.config()?;
+    let device = args.example.common.apply()?;
+    let result = if args.gemm_only {
+        bench::bench_gemms(&config, args.warmup, device)?
+    } else {
+        bench::bench_example_step(&config, args.warmup, args.backward, device)?
+    };
+    if args.example.common.json {
+        print_json(&result)
+    } else {
+        print_line(&text::bench_line(&result))
+    }
+}
