@@ -1,9 +1,9 @@
-//! Criterion benchmarks of the seed's step, for developers:
+//! Criterion benchmarks of the example's step, for developers:
 //! `source scripts/env.sh && cargo bench --bench step`.
 //! (`scripts/bench.sh` is the comparison with PyTorch.)
 use criterion::{criterion_group, criterion_main, Criterion};
-use cross_entropy_tch::ManualStep;
 use cross_entropy_tch::loss::cross_entropy;
+use cross_entropy_tch::ManualStep;
 use cross_entropy_tch::MyModel;
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};

@@ -1,9 +1,9 @@
-//! Where the seed step's time goes: times cumulative pieces of the step at
-//! the seed's shape (10, 10 -> 3), one thread, best of 5 runs.
+//! Where the example step's time goes: times cumulative pieces of the step at
+//! the example's shape (10, 10 -> 3), one thread, best of 5 runs.
 //!
 //!     source scripts/env.sh && cargo run --release --example step_profile [STEPS]
-use cross_entropy_tch::ManualStep;
 use cross_entropy_tch::loss::cross_entropy;
+use cross_entropy_tch::ManualStep;
 use cross_entropy_tch::MyModel;
 use std::hint::black_box;
 use std::time::Instant;
@@ -47,7 +47,7 @@ fn main() {
     time("forward + loss + backward (autograd engine)", steps, || {
         cross_entropy(&model.forward(&x), &y).backward();
     });
-    time("the seed's step: zero_grad, backward, step", steps, || {
+    time("the example's step: zero_grad, backward, step", steps, || {
         let loss = cross_entropy(&model.forward(&x), &y);
         opt.zero_grad();
         loss.backward();

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The driver of scripts/bench.sh: the seed's step in Rust (tch: autograd and
+"""The driver of scripts/bench.sh: the example's step in Rust (tch: autograd and
 manual backward; candle when built) and in PyTorch eager (scripts/reference.py
 bench), on the same shapes, threads and step counts, interleaved, several
 times each. Prints a table of medians and one `ratio pytorch/rust` line per

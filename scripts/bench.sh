@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark: the seed's step in Rust (tch, and candle unless --no-candle)
+# The benchmark: the example's step in Rust (tch, and candle unless --no-candle)
 # against PyTorch eager, same shapes, threads and step counts, interleaved.
 #   scripts/bench.sh [--no-candle] [--reps N] [--quick]
 set -euo pipefail

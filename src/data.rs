@@ -115,8 +115,9 @@ impl DataError {
 
 impl fmt::Display for DataError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let label = if matches!(self.problem, DataProblem::Label(_)) { " (the label)" } else { "" };
         match (self.line, self.column) {
-            (Some(l), Some(c)) => write!(f, "line {l}, column {c}: ")?,
+            (Some(l), Some(c)) => write!(f, "line {l}, column {c}{label}: ")?,
             (Some(l), None) => write!(f, "line {l}: ")?,
             _ => {}
         }
@@ -133,7 +134,7 @@ impl fmt::Display for DataError {
             }
             DataProblem::NotANumber(cell) => write!(f, "'{cell}' is not a number"),
             DataProblem::NotFinite(cell) => write!(f, "'{cell}' is not a finite number"),
-            DataProblem::Label(why) => write!(f, "(the label) {why}"),
+            DataProblem::Label(why) => f.write_str(why),
             DataProblem::OutOfMemory { rows } => {
                 write!(f, "out of memory holding the data ({rows} rows read)")
             }
@@ -344,7 +345,7 @@ impl fmt::Display for SplitError {
         match self {
             SplitError::Sizes { rows, test_fraction, test, train } => write!(
                 f,
-                "a test fraction of {test_fraction} of {rows} rows leaves {test} for test and {train} for training; both need at least one"
+                "a test fraction of {test_fraction} takes {test} of {rows} rows for test (rounded up) and leaves {train} for training; both need at least one"
             ),
             SplitError::Torch(e) => write!(f, "libtorch: {e}"),
         }

@@ -1,4 +1,4 @@
-//! Losses: the seed's `nn.CrossEntropyLoss()`, all of `nn.CrossEntropyLoss`
+//! Losses: the example's `nn.CrossEntropyLoss()`, all of `nn.CrossEntropyLoss`
 //! ([`CrossEntropyLoss`]), and `nn.BCEWithLogitsLoss` ([`BCEWithLogitsLoss`]).
 
 use std::fmt;
@@ -8,7 +8,7 @@ pub use tch::Reduction;
 
 /// `nn.CrossEntropyLoss()(outputs, targets)` for `(N, C)` logits and Int64
 /// class-index `targets` of shape `(N,)`: the mean over the batch of
-/// `-log softmax(outputs)[i, targets[i]]`. This is the seed's loss.
+/// `-log softmax(outputs)[i, targets[i]]`. This is the example's loss.
 ///
 /// tch's `cross_entropy_for_logits` is `log_softmax` over the last dim
 /// (computed in f32) followed by `nll_loss` with mean reduction: for `(N, C)`

@@ -1,4 +1,4 @@
-//! `MyModel`: the seed's one-layer model, initialized exactly as PyTorch's
+//! `MyModel`: the example's one-layer model, initialized exactly as PyTorch's
 //! `nn.Linear` initializes itself.
 //!
 //! ```python
@@ -16,7 +16,7 @@ use tch::nn::{self, Module};
 use tch::Tensor;
 
 /// The example's model: one fully-connected layer, `features -> classes`
-/// (the seed's `input_size -> output_size`).
+/// (the example's `input_size -> output_size`).
 ///
 /// Its parameters live in the [`nn::VarStore`] it was built from, under the
 /// names PyTorch's `state_dict()` uses: `linear.weight` and `linear.bias`.

@@ -1,4 +1,4 @@
-//! Training a classifier on real data: the seed's model, loss and optimizer
+//! Training a classifier on real data: the example's model, loss and optimizer
 //! in an epoch loop (`train`), and evaluating a saved model (`eval`).
 
 use crate::checkpoint::Checkpoint;
@@ -321,7 +321,7 @@ pub fn check_train(
     Ok(classes)
 }
 
-/// forward, loss, zero_grad, backward, step: the seed's five lines. Returns
+/// forward, loss, zero_grad, backward, step: the example's five lines. Returns
 /// the loss; a non-finite one is not stepped on.
 fn sgd_step(
     model: &MyModel,

@@ -238,7 +238,7 @@ fn sgd_step_from_known_weights_matches_the_derivation() {
     }
 }
 
-/// The seed's own run: its printed loss and its gradients are the oracle's,
+/// The example's own run: its printed loss and its gradients are the oracle's,
 /// applied to its own logits, inputs and targets.
 #[test]
 fn seed_flow_matches_the_oracle() {
@@ -259,7 +259,7 @@ fn seed_flow_matches_the_oracle() {
             Vec::<i64>::try_from(&run.targets).unwrap().iter().map(|&t| t as usize).collect();
         assert!(targets.iter().all(|&t| t < config.classes as usize));
         let oracle = cross_entropy_mean(&outputs, &targets);
-        assert_close(run.losses[0] as f64, oracle, LOSS_REL, 0.0, "the seed's loss");
+        assert_close(run.losses[0] as f64, oracle, LOSS_REL, 0.0, "the example's loss");
 
         // The logits themselves are X W^T + b.
         let (x, w) = (matrix_of(&run.inputs), matrix_of(&run.initial.weight));

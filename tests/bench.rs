@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use cross_entropy_tch::ManualStep;
 use cross_entropy_tch::loss::cross_entropy;
+use cross_entropy_tch::ManualStep;
 use cross_entropy_tch::MyModel;
 use serde_json::Value;
 use tch::nn::{self, Module, OptimizerConfig};

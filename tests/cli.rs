@@ -182,3 +182,84 @@ fn cuda_without_a_gpu_is_one_clear_line() {
     let doc: Value = serde_json::from_str(&stdout_of(&["--json", "--device", "auto"])).unwrap();
     assert_eq!(doc["device"], "cpu");
 }
+
+#[test]
+fn version_names_the_crate_and_its_libtorch() {
+    let stdout = stdout_of(&["--version"]);
+    assert_eq!(
+        stdout.trim_end(),
+        format!(
+            "cross-entropy-tch {} (built for libtorch {})",
+            env!("CARGO_PKG_VERSION"),
+            cross_entropy_tch::LIBTORCH_VERSION
+        )
+    );
+    assert!(cross_entropy_tch::LIBTORCH_VERSION.starts_with("2."), "a real version");
+}
+
+/// `| head`: the reader closes the pipe after a few lines; we end quietly
+/// with status 0, as cat and ripgrep do.
+#[test]
+fn a_closed_stdout_ends_the_run_quietly() {
+    use std::process::Stdio;
+    for args in [
+        &["train", "--dataset", "iris", "--quiet", "--device", "cpu", "--epochs", "5"][..],
+        &["--steps", "50", "--device", "cpu"][..],
+        &["--help"][..],
+    ] {
+        let mut child = bin()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning the binary");
+        drop(child.stdout.take()); // the reader is gone before the first line
+        let out = child.wait_with_output().expect("waiting for the binary");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: stderr not empty: {stderr}");
+    }
+}
+
+#[test]
+fn a_torch_save_file_is_named_with_the_way_out() {
+    let dir = std::env::temp_dir().join(format!("ce-cli-pt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The first bytes of a torch.save zip archive, and of a legacy pickle.
+    for (name, bytes) in
+        [("zip.pt", &b"PK\x03\x04archive/data.pkl"[..]), ("pickle.pt", &b"\x80\x02}q\x00"[..])]
+    {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let out = run_bin(&[
+            "eval",
+            "--dataset",
+            "iris",
+            "--device",
+            "cpu",
+            "--load",
+            path.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!("--load {}: a torch.save file", path.display()))
+                && stderr.contains("save_file(model.state_dict()"),
+            "{stderr}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A usage error keeps its causes: the flag, the file, and the reason.
+#[test]
+fn usage_errors_keep_the_cause_chain() {
+    let out = run_bin(&["train", "--data", "/nonexistent/x.csv", "--device", "cpu"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "error: --data /nonexistent/x.csv: cannot open: No such file or directory (os error 2)"
+    );
+}

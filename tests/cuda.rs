@@ -1,4 +1,4 @@
-//! The seed on CUDA against the seed on the CPU. Runs when libtorch sees a
+//! The example on CUDA against the example on the CPU. Runs when libtorch sees a
 //! GPU, and skips with a printed reason otherwise.
 //!
 //! Tolerance 1e-5: inputs, targets and initial parameters are drawn on the

@@ -196,7 +196,7 @@ fn cases() -> Vec<Case> {
             "class weights count",
             &["--dataset", "iris", "--class-weights", "1,2"],
             2,
-            "--class-weights has 2 values but the data has 3 classes",
+            "--class-weights: 2 class weights for 3 classes; give one per class",
         ),
         train(
             "negative class weight",
@@ -276,37 +276,37 @@ fn cases() -> Vec<Case> {
             "ragged rows",
             "r.csv",
             "1,2,0\n3,4,1\n5,6\n",
-            "r.csv, line 3: 2 columns, expected 3 like the first data row",
+            "--data r.csv: line 3: 2 columns, expected 3 like the first data row",
         ),
         data(
             "non-numeric cell",
             "n.csv",
             "1,2,0\n3,abc,1\n",
-            "n.csv, line 2, column 2: 'abc' is not a number",
+            "--data n.csv: line 2, column 2: 'abc' is not a number",
         ),
         data(
             "NaN cell",
             "nan.csv",
             "1,2,0\nNaN,4,1\n",
-            "nan.csv, line 2, column 1: 'NaN' is not a finite number",
+            "--data nan.csv: line 2, column 1: 'NaN' is not a finite number",
         ),
         data(
             "inf cell",
             "inf.csv",
             "1,2,0\n3,-inf,1\n",
-            "inf.csv, line 2, column 2: '-inf' is not a finite number",
+            "--data inf.csv: line 2, column 2: '-inf' is not a finite number",
         ),
         data(
             "negative label",
             "neg.csv",
             "1,2,0\n3,4,-1\n",
-            "neg.csv, line 2, column 3 (the label): -1 is negative",
+            "--data neg.csv: line 2, column 3 (the label): -1 is negative",
         ),
         data(
             "fractional label",
             "frac.csv",
             "1,2,0\n3,4,0.5\n",
-            "frac.csv, line 2, column 3 (the label): '0.5' is not a whole number",
+            "--data frac.csv: line 2, column 3 (the label): '0.5' is not a whole number",
         ),
         data("label not a number", "word.csv", "1,2,0\n3,4,cat\n", "'cat' is not a class number"),
         data(
@@ -321,13 +321,13 @@ fn cases() -> Vec<Case> {
             "1,2,0\n3,4,0\n5,6,0\n",
             "one.csv: every row has label 0; classification needs at least 2 classes",
         ),
-        data("one column", "col.csv", "1\n0\n", "col.csv, line 1: one column"),
+        data("one column", "col.csv", "1\n0\n", "--data col.csv: line 1: one column"),
         with(
             train(
                 "too few rows for the split",
                 &["--data", "few.csv", "--test-fraction", "0.9"],
                 2,
-                "--test-fraction 0.9 of 2 rows leaves 2 for test and 0 for training",
+                "--test-fraction 0.9: a test fraction of 0.9 takes 2 of 2 rows for test (rounded up) and leaves 0 for training",
             ),
             Input::Text("few.csv", "1,2,0\n3,4,1\n"),
         ),
@@ -336,7 +336,7 @@ fn cases() -> Vec<Case> {
                 "not UTF-8",
                 &["--data", "bin.csv"],
                 2,
-                "bin.csv, line 2: not UTF-8 text (byte 3)",
+                "--data bin.csv: line 2: not UTF-8 text (byte 3)",
             ),
             Input::Bytes("bin.csv", b"1,2,0\n3,\xff,1\n".to_vec()),
         ),
@@ -473,7 +473,7 @@ fn cases() -> Vec<Case> {
             &["--dataset", "iris", "--lr", "1e38", "--batch-size", "10"],
             1,
             // Where the overflow shows (a step, or an epoch's evaluation) may vary by CPU.
-            "lower --lr (now 1e38)",
+            "lower the learning rate (now 1e38)",
         ),
     ]
 }

@@ -134,7 +134,7 @@ fn learning_rates_and_multi_step_runs_are_bit_equal() {
 }
 
 /// `scripts/run.sh` with no arguments prints what PyTorch's `print(loss)`
-/// prints for the seed with `torch.manual_seed(0)`.
+/// prints for the example with `torch.manual_seed(0)`.
 #[test]
 fn no_arg_run_prints_pytorchs_loss() {
     let Some(python) = reference_python() else { return };

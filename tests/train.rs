@@ -312,7 +312,7 @@ fn train_errors_are_one_line_and_nothing_is_written() {
         (
             &["--dataset", "iris", "--class-weights", "1,2"],
             2,
-            "--class-weights has 2 values but the data has 3 classes",
+            "--class-weights: 2 class weights for 3 classes; give one per class",
         ),
         (&["--dataset", "iris", "--class-weights", "1,-2,1"], 2, "must be a finite number >= 0"),
         (&["--dataset", "iris", "--test-fraction", "1.5"], 2, "--test-fraction"),

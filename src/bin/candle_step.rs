@@ -1,4 +1,4 @@
-//! The seed's step written with candle (candle-nn `Linear`,
+//! The example's step written with candle (candle-nn `Linear`,
 //! `loss::cross_entropy`, `SGD`, CPU): the pure-Rust alternative a user might
 //! pick, timed like `cross-entropy-tch bench` for `scripts/bench.sh`.
 //! Candle draws its own random numbers, so its losses are not PyTorch's.

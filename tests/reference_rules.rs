@@ -1,0 +1,451 @@
+//! What the binary refuses, against what `scripts/reference.py` refuses: the
+//! reference is an independent PyTorch program that writes the same rules
+//! out again (flag ranges, numbers as Rust's `str::parse` reads them, the CSV
+//! rules of src/data.rs, the checkpoint rules of src/checkpoint.rs and
+//! src/training.rs), so a rule changed on one side only fails here.
+//!
+//! Every case runs both programs with the same arguments in the same fresh
+//! directory. A bad input must be refused by both: exit status 2, exactly one
+//! non-empty line on stderr, nothing on stdout. A few failures while running
+//! (status 1) and a few good inputs (status 0, so that refusing everything
+//! cannot pass) are in the table too. Only the status and the shape of the
+//! output are compared, not the wording.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Map, Value};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// What a case writes into its directory before it runs.
+enum Input {
+    File(&'static str, Vec<u8>),
+    Dir(&'static str),
+}
+
+struct Case {
+    name: &'static str,
+    args: Vec<&'static str>,
+    inputs: Vec<Input>,
+    /// 2: refused (flags, data, checkpoint); 1: failed while running; 0: accepted.
+    code: i32,
+}
+
+/// The arguments in `s`, split at whitespace.
+fn words(s: &'static str) -> Vec<&'static str> {
+    s.split_whitespace().collect()
+}
+
+fn case(name: &'static str, args: &[&'static str], code: i32) -> Case {
+    Case { name, args: args.to_vec(), inputs: vec![], code }
+}
+
+fn with(mut c: Case, input: Input) -> Case {
+    c.inputs.push(input);
+    c
+}
+
+/// `train --quiet --device cpu ARGS`.
+fn train(name: &'static str, args: &[&'static str], code: i32) -> Case {
+    let mut c = case(name, &["train", "--quiet", "--device", "cpu"], code);
+    c.args.extend_from_slice(args);
+    c
+}
+
+/// `train --data d.csv --epochs 1 EXTRA` on a file holding `text`.
+fn csv(name: &'static str, text: &[u8], code: i32, extra: &[&'static str]) -> Case {
+    let mut c = train(name, &["--data", "d.csv", "--epochs", "1"], code);
+    c.args.extend_from_slice(extra);
+    with(c, Input::File("d.csv", text.to_vec()))
+}
+
+/// `eval --dataset iris --device cpu --load m.safetensors EXTRA` on `bytes`.
+fn checkpoint(name: &'static str, bytes: Vec<u8>, code: i32, extra: &[&'static str]) -> Case {
+    let args = ["eval", "--dataset", "iris", "--device", "cpu", "--load", "m.safetensors"];
+    let mut c = case(name, &args, code);
+    c.args.extend_from_slice(extra);
+    with(c, Input::File("m.safetensors", bytes))
+}
+
+/// A safetensors file written by hand: `(name, dtype, shape)` tensors of
+/// zero bytes, and string metadata.
+fn safetensors(tensors: &[(&str, &str, &[usize])], metadata: &[(&str, &str)]) -> Vec<u8> {
+    let mut header = Map::new();
+    if !metadata.is_empty() {
+        let meta = metadata.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        header.insert("__metadata__".to_string(), Value::Object(meta));
+    }
+    let mut offset = 0;
+    for (name, dtype, shape) in tensors {
+        let size = match *dtype {
+            "F32" => 4,
+            "F64" => 8,
+            other => panic!("no size for dtype {other}"),
+        };
+        let bytes = size * shape.iter().product::<usize>();
+        header.insert(
+            name.to_string(),
+            json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes]}),
+        );
+        offset += bytes;
+    }
+    // The header padded with spaces to a multiple of 8 bytes, as writers do.
+    let text = Value::Object(header).to_string();
+    let width = text.len().next_multiple_of(8);
+    let text = format!("{text:width$}");
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.resize(out.len() + offset, 0);
+    out
+}
+
+/// A checkpoint of `linear.weight` and `linear.bias` of these shapes, no metadata.
+fn model(weight: &[usize], bias: &[usize]) -> Vec<u8> {
+    safetensors(&[("linear.weight", "F32", weight), ("linear.bias", "F32", bias)], &[])
+}
+
+const IRIS_MODEL: [(&str, &str, &[usize]); 2] =
+    [("linear.weight", "F32", &[3, 4]), ("linear.bias", "F32", &[3])];
+const IRIS_STATS: [(&str, &str); 2] =
+    [("standardize_mean", "[0,0,0,0]"), ("standardize_std", "[1,1,1,1]")];
+
+fn cases() -> Vec<Case> {
+    let good = safetensors(&IRIS_MODEL, &IRIS_STATS);
+    let mut truncated = good.clone();
+    truncated.truncate(good.len() - 5);
+    vec![
+        // ---- the seed's flags
+        case("batch size 0", &["--batch-size", "0"], 2),
+        case("negative batch size", &["--batch-size", "-3"], 2),
+        case("0 features", &["--features", "0"], 2),
+        case("1 class", &["--classes", "1"], 2),
+        case("classes in non-ASCII digits", &["--classes", "\u{663}"], 2),
+        case("lr NaN", &["--lr", "nan"], 2),
+        case("negative lr", &["--lr", "-0.5"], 2),
+        case("lr with an underscore", &["--lr", "1_0"], 2),
+        case("lr with no exponent digits", &["--lr", "1e"], 2),
+        case("0 steps", &["--steps", "0"], 2),
+        case("0 threads", &["--threads", "0"], 2),
+        case("threads over i32", &["--threads", "2147483648"], 2),
+        case("seed over i64", &["--seed", "9223372036854775808"], 2),
+        case("seed with a space", &["--seed", " 3"], 2),
+        case("unknown device", &["--device", "tpu"], 2),
+        case("space in the cuda index", &["--device", "cuda: 1"], 2),
+        case("cuda:99", &["--device", "cuda:99"], 2),
+        case("inputs over 2^30 elements", &["--batch-size", "1000000", "--features", "1000000"], 2),
+        case("weight just over 2^30 elements", &["--features", "32768", "--classes", "32769"], 2),
+        case(
+            "sizes overflowing i64",
+            &["--batch-size", "9223372036854775807", "--features", "2"],
+            2,
+        ),
+        case("unknown flag", &["--frobnicate"], 2),
+        case("abbreviated flag", &["--batch", "4"], 2),
+        case("the old --input-size", &["--input-size", "4"], 2),
+        case("the old --num-classes", &["--num-classes", "4"], 2),
+        case("a flag twice", &["--lr", "0.1", "--lr", "0.2"], 2),
+        case("a switch twice", &["--json", "--json"], 2),
+        // ---- bench
+        case("bench with 1 class", &["bench", "--classes", "1"], 2),
+        case("bench with a negative warmup", &["bench", "--warmup", "-1"], 2),
+        case("bench with a fractional warmup", &["bench", "--warmup", "1.5"], 2),
+        case("bench with the old --input-size", &["bench", "--input-size", "4"], 2),
+        // ---- train's flags
+        train("0 epochs", &["--dataset", "iris", "--epochs", "0"], 2),
+        train("mini-batch 0", &["--dataset", "iris", "--batch-size", "0"], 2),
+        train("fractional seed", &["--dataset", "iris", "--seed", "1.5"], 2),
+        train("test fraction 0", &["--dataset", "iris", "--test-fraction", "0"], 2),
+        train("test fraction 1", &["--dataset", "iris", "--test-fraction", "1"], 2),
+        train("test fraction NaN", &["--dataset", "iris", "--test-fraction", "NaN"], 2),
+        train(
+            "test fraction leaving no training row",
+            &["--dataset", "iris", "--test-fraction", "0.999"],
+            2,
+        ),
+        train("negative momentum", &["--dataset", "iris", "--momentum", "-1"], 2),
+        train("negative dampening", &["--dataset", "iris", "--dampening", "-0.1"], 2),
+        train("weight decay NaN", &["--dataset", "iris", "--weight-decay", "nan"], 2),
+        train("label smoothing 1.5", &["--dataset", "iris", "--label-smoothing", "1.5"], 2),
+        train("too few class weights", &["--dataset", "iris", "--class-weights", "1,2"], 2),
+        train("negative class weight", &["--dataset", "iris", "--class-weights", "1,-2,1"], 2),
+        train("class weight not a number", &["--dataset", "iris", "--class-weights", "1,x,1"], 2),
+        train("empty class weight", &["--dataset", "iris", "--class-weights", "1,2,"], 2),
+        train("nesterov without momentum", &["--dataset", "iris", "--nesterov"], 2),
+        train(
+            "nesterov with dampening",
+            &["--dataset", "iris", "--nesterov", "--momentum", "0.9", "--dampening", "0.1"],
+            2,
+        ),
+        train("no data", &[], 2),
+        train("two data sources", &["--dataset", "iris", "--data", "x.csv"], 2),
+        train("unknown dataset", &["--dataset", "mnist"], 2),
+        train("data set name in capitals", &["--dataset", "IRIS"], 2),
+        train("abbreviated train flag", &["--dataset", "iris", "--epoch", "5"], 2),
+        train("empty --save path", &["--dataset", "iris", "--save", ""], 2),
+        // ---- CSV files
+        train("missing data file", &["--data", "missing.csv"], 2),
+        with(train("data is a directory", &["--data", "adir"], 2), Input::Dir("adir")),
+        csv("empty file", b"", 2, &[]),
+        csv("header only", b"a,b,label\n", 2, &[]),
+        csv("blank lines only", b"\n \r\n\t\n", 2, &[]),
+        csv("ragged rows", b"1,2,0\n3,4,1\n5,6\n", 2, &[]),
+        csv("one column", b"1\n0\n", 2, &[]),
+        csv("non-numeric cell", b"1,2,0\n3,abc,1\n", 2, &[]),
+        csv("NaN cell", b"1,2,0\nNaN,4,1\n", 2, &[]),
+        csv("infinite cell", b"1,2,0\n3,-inf,1\n", 2, &[]),
+        csv("underscore in a cell", b"a,b,label\n1_0,2,0\n3,4,1\n", 2, &[]),
+        csv("control character by a number", b"a,b,label\n1\x1c,2,0\n3,4,1\n", 2, &[]),
+        csv("negative label", b"1,2,0\n3,4,-1\n", 2, &[]),
+        csv("fractional label", b"1,2,0\n3,4,1.5\n", 2, &[]),
+        csv("label not a number", b"1,2,0\n3,4,cat\n", 2, &[]),
+        csv("label with an underscore", b"1,2,0\n3,4,1_0\n", 2, &[]),
+        csv("label over 1000000", b"1,2,0\n3,4,1000001\n", 2, &[]),
+        csv("label 1e15", b"1,2,0\n3,4,1e15\n", 2, &[]),
+        csv("label over i64", b"1,2,0\n3,4,9223372036854775808\n", 2, &[]),
+        csv("one class", b"1,2,0\n3,4,0\n5,6,0\n", 2, &[]),
+        csv("an empty cell makes line 1 a header, leaving one class", b"1,,0\n3,4,1\n", 2, &[]),
+        csv("too few rows for the split", b"1,2,0\n3,4,1\n", 2, &["--test-fraction", "0.9"]),
+        csv("not UTF-8", b"1,2,0\n3,\xff,1\n", 2, &[]),
+        csv("not UTF-8 in the header", b"a,\xff,label\n1,2,0\n3,4,1\n", 2, &[]),
+        // ---- checkpoints
+        case("no --load", &["eval", "--dataset", "iris", "--device", "cpu"], 2),
+        case(
+            "missing checkpoint",
+            &["eval", "--dataset", "iris", "--device", "cpu", "--load", "nope.safetensors"],
+            2,
+        ),
+        checkpoint("junk checkpoint", b"this is not a checkpoint at all".to_vec(), 2, &[]),
+        checkpoint("truncated checkpoint", truncated, 2, &[]),
+        checkpoint(
+            "wrong tensor names",
+            safetensors(&[("fc.weight", "F32", &[3, 4]), ("fc.bias", "F32", &[3])], &IRIS_STATS),
+            2,
+            &[],
+        ),
+        checkpoint(
+            "f64 tensors",
+            safetensors(
+                &[("linear.weight", "F64", &[3, 4]), ("linear.bias", "F64", &[3])],
+                &IRIS_STATS,
+            ),
+            2,
+            &[],
+        ),
+        checkpoint("inconsistent shapes", model(&[3, 4], &[5]), 2, &["--no-standardize"]),
+        checkpoint("1-D weight", model(&[12], &[12]), 2, &["--no-standardize"]),
+        checkpoint("features do not fit", model(&[3, 13], &[3]), 2, &["--no-standardize"]),
+        checkpoint("fewer classes than labels", model(&[2, 4], &[2]), 2, &["--no-standardize"]),
+        checkpoint("no statistics to standardize with", model(&[3, 4], &[3]), 2, &[]),
+        checkpoint(
+            "statistics of the wrong length",
+            safetensors(
+                &IRIS_MODEL,
+                &[("standardize_mean", "[0,0]"), ("standardize_std", "[1,1]")],
+            ),
+            2,
+            &[],
+        ),
+        checkpoint(
+            "NaN in the statistics",
+            safetensors(
+                &IRIS_MODEL,
+                &[("standardize_mean", "[NaN,0,0,0]"), ("standardize_std", "[1,1,1,1]")],
+            ),
+            2,
+            &[],
+        ),
+        with(
+            train(
+                "class weights against the checkpoint's classes",
+                &["--dataset", "iris", "--load", "m.safetensors", "--class-weights", "1,1,1,1"],
+                2,
+            ),
+            Input::File("m.safetensors", good.clone()),
+        ),
+        // ---- failures while running
+        train("diverging training", &["--dataset", "iris", "--lr", "1e38"], 1),
+        train(
+            "save in a missing directory",
+            &["--dataset", "iris", "--epochs", "1", "--save", "no/such/m.safetensors"],
+            1,
+        ),
+        // ---- good inputs, accepted by both
+        case(
+            "seed command with trimmed and signed values",
+            &[
+                words("--json --steps +2 --features 4 --classes 2 --seed -5 --threads 1"),
+                vec!["--device", " CPU ", "--lr", " 0.1 "],
+            ]
+            .concat(),
+            0,
+        ),
+        case(
+            "bench",
+            &words("bench --json --device cpu --steps 5 --warmup +1 --features 3 --classes 2"),
+            0,
+        ),
+        train("iris", &["--dataset", "iris", "--epochs", "1", "--json"], 0),
+        train(
+            "every train flag, class weights in two parts",
+            &words(
+                "--dataset wine --epochs 2 --json --batch-size 32 --momentum 0.5 --nesterov \
+                 --weight-decay 1e-3 --label-smoothing 1 --class-weights 1,2 \
+                 --class-weights 0.5 --test-fraction 0.99 --seed -1 --threads 1",
+            ),
+            0,
+        ),
+        csv(
+            "CSV with a header, CRLF, a blank line, labels 2.0, +1 and 1e0",
+            b"f1,f2,label\r\n1,2,0\r\n\r\n3, .5 ,+1\r\n5,1.,2.0\r\n+7,-8e-1,1e0\r\n9,1E2,0\r\n",
+            0,
+            &["--json"],
+        ),
+        csv(
+            "a byte order mark makes line 1 a header",
+            "\u{feff}1,2,0\n3,4,1\n5,6,0\n".as_bytes(),
+            0,
+            &["--json"],
+        ),
+        csv(
+            "no-break spaces around a cell, label -0",
+            "1,\u{a0}2\u{a0},0\n3,4,1\n5,6,-0\n".as_bytes(),
+            0,
+            &["--json"],
+        ),
+        checkpoint("checkpoint with statistics", good.clone(), 0, &["--json"]),
+        checkpoint(
+            "other tensors are ignored",
+            safetensors(
+                &[
+                    ("linear.weight", "F32", &[3, 4]),
+                    ("linear.bias", "F32", &[3]),
+                    ("extra", "F64", &[2]),
+                ],
+                &[],
+            ),
+            0,
+            &["--no-standardize", "--json"],
+        ),
+        checkpoint(
+            "more classes than labels",
+            model(&[5, 4], &[5]),
+            0,
+            &["--no-standardize", "--json"],
+        ),
+        with(
+            train(
+                "continue from a checkpoint",
+                &words("--dataset iris --epochs 1 --json --batch-size 50 --load m.safetensors"),
+                0,
+            ),
+            Input::File("m.safetensors", good),
+        ),
+    ]
+}
+
+/// What is wrong with one program's run, if anything.
+fn check(out: &Output, code: i32) -> Option<String> {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut wrong = Vec::new();
+    if out.status.code() != Some(code) {
+        wrong.push(format!("exit {:?}, expected {code}", out.status.code()));
+    }
+    if code == 0 {
+        if out.stdout.is_empty() {
+            wrong.push("nothing on stdout".to_string());
+        }
+    } else {
+        if !out.stdout.is_empty() {
+            wrong.push(format!("stdout: {}", String::from_utf8_lossy(&out.stdout).trim_end()));
+        }
+        let lines: Vec<&str> = stderr.lines().collect();
+        if lines.len() != 1 || lines[0].trim().is_empty() {
+            wrong.push(format!("{} lines on stderr, expected one", lines.len()));
+        }
+    }
+    if wrong.is_empty() {
+        None
+    } else {
+        Some(format!("{}\n      stderr: {}", wrong.join("; "), stderr.trim_end()))
+    }
+}
+
+/// Runs the binary and the reference on one case; what went wrong.
+fn run_case(i: usize, c: &Case, python: &Path) -> Vec<String> {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("reference_rules").join(format!("case{i:03}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for input in &c.inputs {
+        match input {
+            Input::File(name, bytes) => std::fs::write(dir.join(name), bytes).unwrap(),
+            Input::Dir(name) => std::fs::create_dir_all(dir.join(name)).unwrap(),
+        }
+    }
+    let rust = bin()
+        .args(&c.args)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running the cross-entropy-tch binary");
+    let torch = Command::new(python)
+        .arg(root().join("scripts/reference.py"))
+        .args(&c.args)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .env_remove("REFERENCE_TRACEBACK")
+        .output()
+        .expect("running scripts/reference.py");
+    [("cross-entropy-tch", rust), ("reference.py", torch)]
+        .iter()
+        .filter_map(|(who, out)| check(out, c.code).map(|why| format!("    {who}: {why}")))
+        .collect()
+}
+
+#[test]
+fn the_binary_and_the_reference_refuse_the_same_inputs() {
+    let Some(python) = reference_python() else { return };
+    let cases = cases();
+    let refused = cases.iter().filter(|c| c.code == 2).count();
+    let accepted = cases.iter().filter(|c| c.code == 0).count();
+    assert!(refused >= 30 && accepted >= 5, "{refused} bad inputs, {accepted} good ones");
+
+    // Each run starts a Python that imports torch (seconds): run cases side by side.
+    let next = AtomicUsize::new(0);
+    let failures = Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(c) = cases.get(i) else { break };
+                let problems = run_case(i, c, &python);
+                if !problems.is_empty() {
+                    let report = format!("{} {:?}:\n{}", c.name, c.args, problems.join("\n"));
+                    failures.lock().unwrap().push((i, report));
+                }
+            });
+        }
+    });
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.into_iter().map(|(_, report)| report).collect::<Vec<_>>().join("\n")
+    );
+    // Past libtest's capture, so the count shows in every log.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "checked {} cases against scripts/reference.py: {refused} refused (status 2), {} failing \
+         at run time (status 1), {accepted} accepted",
+        cases.len(),
+        cases.len() - refused - accepted
+    );
+}
