@@ -69,7 +69,10 @@ def one_line(text):
 
 
 def fail(message, status):
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except OSError:  # a closed stdout: the message still goes to stderr
+        pass
     print(f"error: {one_line(message)}", file=sys.stderr)
     sys.exit(status)
 
@@ -280,10 +283,16 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
         run(argv)
+        sys.stdout.flush()
     except UsageError as e:
         fail(e, 2)
     except Failure as e:
         fail(e, 1)
+    except BrokenPipeError:
+        # A closed stdout (`| head`) is the reader saying it has enough, as
+        # the binary takes it: end quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except Exception as e:  # a bug, or PyTorch failing (out of memory): one line
         if os.environ.get("REFERENCE_TRACEBACK"):
             raise
@@ -532,6 +541,11 @@ def load_checkpoint(path):
         tensors = dict(safetensors.deserialize(blob))
         header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
     except Exception as e:
+        if blob.startswith(b"PK\x03\x04") or (len(blob) > 1 and blob[0] == 0x80 and blob[1] <= 5):
+            raise UsageError(f"{shown}: a torch.save file (a .pt zip or pickle archive), not "
+                             "safetensors; save the state_dict as safetensors: from "
+                             "safetensors.torch import save_file; "
+                             "save_file(model.state_dict(), \"model.safetensors\")")
         raise UsageError(f"{shown}: not a valid safetensors file ({e})")
     for name in (WEIGHT, BIAS):
         if name not in tensors:
@@ -853,7 +867,7 @@ def bench_main(args):
         final_loss = loss_fn(model(inputs), targets).item()
     doc = {"implementation": "pytorch", "device": device_name(device),
            "threads": torch.get_num_threads(), "batch_size": args.batch_size,
-           "input_size": args.features, "num_classes": args.classes,
+           "features": args.features, "classes": args.classes,
            "warmup": args.warmup, "steps": args.steps,
            "us_per_step": seconds * 1e6 / args.steps, "final_loss": final_loss}
     if args.json:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command: set up libtorch and the PyTorch reference if needed, then run
-# the whole test suite (format check, clippy, every test and doc test).
+# the whole test suite (format check, clippy, every test and doc test,
+# the README walk among them).
 #   scripts/test.sh [cargo test ARGS...]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -9,5 +10,8 @@ echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings" >&2
 cargo clippy --all-targets -- -D warnings
-echo "== cargo test" >&2
-cargo test "$@"
+# In release mode: the README walk (tests/readme.rs) runs `cargo run
+# --release` through the README's commands, and this way the tests and those
+# commands share one build instead of two.
+echo "== cargo test --release" >&2
+cargo test --release "$@"

@@ -15,8 +15,8 @@ mod common;
 
 use common::*;
 use serde_json::{json, Map, Value};
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -219,6 +219,7 @@ fn cases() -> Vec<Case> {
         ),
         checkpoint("junk checkpoint", b"this is not a checkpoint at all".to_vec(), 2, &[]),
         checkpoint("truncated checkpoint", truncated, 2, &[]),
+        checkpoint("a torch.save zip", b"PK\x03\x04 not safetensors".to_vec(), 2, &[]),
         checkpoint(
             "wrong tensor names",
             safetensors(&[("fc.weight", "F32", &[3, 4]), ("fc.bias", "F32", &[3])], &IRIS_STATS),
@@ -346,12 +347,18 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// What one program did on one case.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
 /// What is wrong with one program's run, if anything.
-fn check(out: &Output, code: i32) -> Option<String> {
-    let stderr = String::from_utf8_lossy(&out.stderr);
+fn check(out: &Run, code: i32) -> Option<String> {
     let mut wrong = Vec::new();
-    if out.status.code() != Some(code) {
-        wrong.push(format!("exit {:?}, expected {code}", out.status.code()));
+    if out.code != Some(code) {
+        wrong.push(format!("exit {:?}, expected {code}", out.code));
     }
     if code == 0 {
         if out.stdout.is_empty() {
@@ -359,9 +366,9 @@ fn check(out: &Output, code: i32) -> Option<String> {
         }
     } else {
         if !out.stdout.is_empty() {
-            wrong.push(format!("stdout: {}", String::from_utf8_lossy(&out.stdout).trim_end()));
+            wrong.push(format!("stdout: {}", out.stdout.trim_end()));
         }
-        let lines: Vec<&str> = stderr.lines().collect();
+        let lines: Vec<&str> = out.stderr.lines().collect();
         if lines.len() != 1 || lines[0].trim().is_empty() {
             wrong.push(format!("{} lines on stderr, expected one", lines.len()));
         }
@@ -369,12 +376,12 @@ fn check(out: &Output, code: i32) -> Option<String> {
     if wrong.is_empty() {
         None
     } else {
-        Some(format!("{}\n      stderr: {}", wrong.join("; "), stderr.trim_end()))
+        Some(format!("{}\n      stderr: {}", wrong.join("; "), out.stderr.trim_end()))
     }
 }
 
-/// Runs the binary and the reference on one case; what went wrong.
-fn run_case(i: usize, c: &Case, python: &Path) -> Vec<String> {
+/// The fresh directory of case `i`, with the case's inputs written into it.
+fn case_dir(i: usize, c: &Case) -> PathBuf {
     let dir =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join("reference_rules").join(format!("case{i:03}"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -385,24 +392,77 @@ fn run_case(i: usize, c: &Case, python: &Path) -> Vec<String> {
             Input::Dir(name) => std::fs::create_dir_all(dir.join(name)).unwrap(),
         }
     }
-    let rust = bin()
+    dir
+}
+
+/// Runs the binary on one case, in the case's directory.
+fn run_binary(c: &Case, dir: &Path) -> Run {
+    let out = bin()
         .args(&c.args)
-        .current_dir(&dir)
+        .current_dir(dir)
         .stdin(Stdio::null())
         .output()
         .expect("running the cross-entropy-tch binary");
-    let torch = Command::new(python)
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `scripts/reference.py`'s `main(argv)` on every case in one Python
+/// process, so that torch is imported once, not once a case (2 s each):
+/// each case gets its own directory, its own captured stdout and stderr,
+/// and the status `sys.exit` gives (what the interpreter would exit with).
+const DRIVER: &str = r#"
+import contextlib, importlib.util, io, json, os, sys
+spec = importlib.util.spec_from_file_location("reference", sys.argv[1])
+reference = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(reference)
+for line in sys.stdin:
+    case = json.loads(line)
+    os.chdir(case["dir"])
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            reference.main(case["args"])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    print(json.dumps({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}), flush=True)
+"#;
+
+fn run_reference_on_all(python: &Path, cases: &[(&Case, PathBuf)]) -> Vec<Run> {
+    use std::io::Write;
+    let mut child = Command::new(python)
+        .args(["-c", DRIVER])
         .arg(root().join("scripts/reference.py"))
-        .args(&c.args)
-        .current_dir(&dir)
-        .stdin(Stdio::null())
         .env_remove("REFERENCE_TRACEBACK")
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("running scripts/reference.py");
-    [("cross-entropy-tch", rust), ("reference.py", torch)]
-        .iter()
-        .filter_map(|(who, out)| check(out, c.code).map(|why| format!("    {who}: {why}")))
-        .collect()
+    let mut stdin = child.stdin.take().expect("a stdin pipe");
+    for (c, dir) in cases {
+        let line = json!({"dir": dir, "args": c.args});
+        writeln!(stdin, "{line}").expect("writing a case to the driver");
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("waiting for the driver");
+    assert!(out.status.success(), "the driver failed: {}", String::from_utf8_lossy(&out.stderr));
+    let runs: Vec<Run> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line).expect("a JSON line from the driver");
+            Run {
+                code: v["code"].as_i64().map(|c| c as i32),
+                stdout: v["stdout"].as_str().unwrap_or_default().to_string(),
+                stderr: v["stderr"].as_str().unwrap_or_default().to_string(),
+            }
+        })
+        .collect();
+    assert_eq!(runs.len(), cases.len(), "one result per case from the driver");
+    runs
 }
 
 #[test]
@@ -413,31 +473,44 @@ fn the_binary_and_the_reference_refuse_the_same_inputs() {
     let accepted = cases.iter().filter(|c| c.code == 0).count();
     assert!(refused >= 30 && accepted >= 5, "{refused} bad inputs, {accepted} good ones");
 
-    // Each run starts a Python that imports torch (seconds): run cases side by side.
+    // The binary, each case in a fresh directory, two at a time.
+    let dirs: Vec<(&Case, PathBuf)> =
+        cases.iter().enumerate().map(|(i, c)| (c, case_dir(i, c))).collect();
     let next = AtomicUsize::new(0);
-    let failures = Mutex::new(Vec::new());
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+    let rust_runs = Mutex::new(Vec::new());
     std::thread::scope(|s| {
-        for _ in 0..workers {
+        for _ in 0..2 {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(c) = cases.get(i) else { break };
-                let problems = run_case(i, c, &python);
-                if !problems.is_empty() {
-                    let report = format!("{} {:?}:\n{}", c.name, c.args, problems.join("\n"));
-                    failures.lock().unwrap().push((i, report));
-                }
+                let Some((c, dir)) = dirs.get(i) else { break };
+                let run = run_binary(c, dir);
+                rust_runs.lock().unwrap().push((i, run));
             });
         }
     });
-    let mut failures = failures.into_inner().unwrap();
-    failures.sort();
+    let mut rust_runs = rust_runs.into_inner().unwrap();
+    rust_runs.sort_by_key(|(i, _)| *i);
+    // The reference, in fresh directories again (a run may write files).
+    let dirs: Vec<(&Case, PathBuf)> =
+        cases.iter().enumerate().map(|(i, c)| (c, case_dir(i, c))).collect();
+    let torch_runs = run_reference_on_all(&python, &dirs);
+
+    let mut failures = Vec::new();
+    for (((i, rust), torch), c) in rust_runs.iter().zip(&torch_runs).zip(&cases) {
+        let problems: Vec<String> = [("cross-entropy-tch", rust), ("reference.py", torch)]
+            .iter()
+            .filter_map(|(who, out)| check(out, c.code).map(|why| format!("    {who}: {why}")))
+            .collect();
+        if !problems.is_empty() {
+            failures.push(format!("{i}: {} {:?}:\n{}", c.name, c.args, problems.join("\n")));
+        }
+    }
     assert!(
         failures.is_empty(),
         "{} of {} cases failed:\n{}",
         failures.len(),
         cases.len(),
-        failures.into_iter().map(|(_, report)| report).collect::<Vec<_>>().join("\n")
+        failures.join("\n")
     );
     // Past libtest's capture, so the count shows in every log.
     use std::io::Write;
