@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The PyTorch reference: the seed example as written, with the same flags as
+"""The PyTorch reference: the example as written, with the same flags as
 the Rust binary. `--json` writes the same JSON document as
 `cross-entropy-tch --json`, which is what the parity tests compare, bit for bit.
 
@@ -42,8 +42,8 @@ class MyModel(nn.Module):
         return self.linear(x)
 
 
-def seed_setup(args):
-    """The seed's first five lines, with its constants as flags."""
+def example_setup(args):
+    """The example's first five lines, with its constants as flags."""
     model = MyModel(args.features, args.classes)
     loss_fn = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
@@ -225,8 +225,8 @@ def common_flags(p):
     p.add_argument("--json", action="store_true")
 
 
-def seed_flags(p):
-    """The seed's constants as flags (the seed command and bench)."""
+def example_flags(p):
+    """The example's constants as flags (the example command and bench)."""
     p.add_argument("--seed", type=whole(64, signed=True), default=0)
     p.add_argument("--batch-size", type=at_least(1, 64, signed=True), default=10)
     p.add_argument("--features", type=at_least(1, 64, signed=True), default=10)
@@ -236,11 +236,11 @@ def seed_flags(p):
     common_flags(p)
 
 
-# The largest tensor the seed agrees to allocate, in elements (4 GiB of f32).
+# The largest tensor the example agrees to allocate, in elements (4 GiB of f32).
 MAX_ELEMENTS = 1 << 30
 
 
-def check_seed_sizes(args):
+def check_example_sizes(args):
     for what, elements in (
             ("--batch-size x --features (inputs)", args.batch_size * args.features),
             ("--features x --classes (weight)", args.features * args.classes),
@@ -277,7 +277,7 @@ def device_name(device):
     return "cpu" if device.type == "cpu" else f"{device.type}:{device.index or 0}"
 
 
-# ----------------------------------------------------------------- seed --
+# --------------------------------------------------------------- example --
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
@@ -307,29 +307,29 @@ def run(argv):
     if argv[:1] == ["help"]:  # as clap's help subcommand
         if len(argv) > 2 or (len(argv) == 2 and argv[1] not in COMMANDS):
             raise UsageError(f"unrecognized subcommand '{argv[-1]}'")
-        (COMMANDS[argv[1]][0]() if len(argv) == 2 else seed_parser()).print_help()
+        (COMMANDS[argv[1]][0]() if len(argv) == 2 else example_parser()).print_help()
         return
     if argv[:1] and argv[0] in COMMANDS:
         make_parser, command = COMMANDS[argv[0]]
         return command(make_parser().parse_args(argv[1:]))
-    return seed_main(seed_parser().parse_args(argv))
+    return example_main(example_parser().parse_args(argv))
 
 
-def seed_parser():
+def example_parser():
     p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("-V", "--version", action="version",
                    version=f"reference.py (torch {torch.__version__})")
-    seed_flags(p)
+    example_flags(p)
     return p
 
 
-def seed_main(args):
-    check_seed_sizes(args)
+def example_main(args):
+    check_example_sizes(args)
     device = apply_common(args)
     torch.manual_seed(args.seed)
 
-    # ---- the seed, verbatim but for the flags and the record --------------
-    model, loss_fn, optimizer, inputs, targets = seed_setup(args)
+    # ---- the example, verbatim but for the flags and the record --------------
+    model, loss_fn, optimizer, inputs, targets = example_setup(args)
 
     record = {
         "initial": params(model),
@@ -830,17 +830,17 @@ def eval_main(args):
 
 def bench_parser():
     p = Parser(prog="reference.py bench")
-    seed_flags(p)
+    example_flags(p)
     p.add_argument("--warmup", type=whole(64, signed=False), default=100)
     return p
 
 
 def bench_main(args):
-    """The seed's step in a timed loop, as `cross-entropy-tch bench` runs it."""
-    check_seed_sizes(args)
+    """The example's step in a timed loop, as `cross-entropy-tch bench` runs it."""
+    check_example_sizes(args)
     device = apply_common(args)
     torch.manual_seed(args.seed)
-    model, loss_fn, optimizer, inputs, targets = seed_setup(args)
+    model, loss_fn, optimizer, inputs, targets = example_setup(args)
     model.to(device)
     inputs, targets = inputs.to(device), targets.to(device)
 

@@ -15,7 +15,8 @@
 //! - a block that sets `LIBTORCH=` builds in `target/readme-libtorch`, so
 //!   that its other torch-sys configuration does not rebuild `target/`;
 //! - a line that ends in `# needs a GPU` is skipped, saying so, where
-//!   libtorch sees none;
+//!   libtorch sees none; every other block runs with `CUDA_VISIBLE_DEVICES=`
+//!   empty, since the outputs shown are the CPU's;
 //! - `scripts/test.sh` is not run: it is the command running this walk
 //!   (`.ci/run` runs it, which is checked).
 //!
@@ -202,6 +203,11 @@ fn every_readme_command_runs_and_prints_what_the_page_shows() {
                         continue;
                     }
                     let mut cmd = user_shell(&script);
+                    if !script.contains("# needs a GPU") {
+                        // The outputs shown are the CPU's (`on cpu`), which
+                        // `--device auto` picks only where no GPU is seen.
+                        cmd.env("CUDA_VISIBLE_DEVICES", "");
+                    }
                     if script.contains("LIBTORCH=") {
                         cmd.env("CARGO_TARGET_DIR", root().join("target/readme-libtorch"));
                     }
