@@ -21,6 +21,7 @@ exit status 1.
 """
 import argparse
 import gzip
+import inspect
 import json
 import math
 import os
@@ -193,6 +194,15 @@ learning_rate = finite_where(lambda v: v >= 0, "the learning rate must be finite
 non_negative = finite_where(lambda v: v >= 0, "must be a finite number >= 0")
 unit_interval = finite_where(lambda v: 0 <= v <= 1, "must be between 0 and 1")
 open_fraction = finite_where(lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)")
+
+
+def betas_pair(s):
+    """--betas B1,B2: two numbers in [0, 1)."""
+    parts = s.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected two numbers B1,B2 (e.g. 0.9,0.999), got '{s}'")
+    beta = finite_where(lambda v: 0 <= v < 1, "each beta must be a number in [0, 1)")
+    return (beta(parts[0]), beta(parts[1]))
 
 
 def class_weight_list(s):
@@ -663,11 +673,19 @@ def train_parser():
     p.add_argument("--test-fraction", type=open_fraction, default=0.2)
     p.add_argument("--epochs", type=at_least(1, 64, signed=False), default=200)
     p.add_argument("--batch-size", type=at_least(1, 64, signed=False), default=None)
-    p.add_argument("--lr", type=learning_rate, default=0.5)
-    p.add_argument("--momentum", type=non_negative, default=0.0)
-    p.add_argument("--dampening", type=non_negative, default=0.0)
-    p.add_argument("--weight-decay", type=non_negative, default=0.0)
+    # The optimizer's arguments default to None here: torch.optim's own
+    # defaults apply (see optimizer_of), except SGD's lr.
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="sgd")
+    p.add_argument("--lr", type=learning_rate, default=None)
+    p.add_argument("--momentum", type=non_negative, default=None)
+    p.add_argument("--dampening", type=non_negative, default=None)
+    p.add_argument("--weight-decay", type=non_negative, default=None)
     p.add_argument("--nesterov", action="store_true")
+    p.add_argument("--betas", type=betas_pair, default=None)
+    p.add_argument("--eps", type=non_negative, default=None)
+    p.add_argument("--amsgrad", action="store_true")
+    p.add_argument("--alpha", type=non_negative, default=None)
+    p.add_argument("--centered", action="store_true")
     p.add_argument("--label-smoothing", type=unit_interval, default=0.0)
     # Repeatable, as clap's comma-delimited list: the values add up.
     p.add_argument("--class-weights", type=class_weight_list, action="extend", default=None)
@@ -679,10 +697,43 @@ def train_parser():
     return p
 
 
-def train_main(args):
-    if args.nesterov and (args.momentum <= 0 or args.dampening != 0):
+# --optimizer NAME: torch.optim's class and the flags it takes.
+OPTIMIZERS = {
+    "sgd": (torch.optim.SGD, ["lr", "momentum", "dampening", "weight_decay", "nesterov"]),
+    "adam": (torch.optim.Adam, ["lr", "betas", "eps", "weight_decay", "amsgrad"]),
+    "adamw": (torch.optim.AdamW, ["lr", "betas", "eps", "weight_decay", "amsgrad"]),
+    "rmsprop": (torch.optim.RMSprop, ["lr", "alpha", "eps", "weight_decay", "momentum", "centered"]),
+}
+# train's lr for SGD: torch.optim.SGD's 1e-3 barely moves this model.
+SGD_LR = 0.5
+
+
+def optimizer_arguments(args):
+    """The keyword arguments the chosen optimizer gets: the flags given, and
+    for those not given, torch.optim's defaults (read off the class)."""
+    cls, takes = OPTIMIZERS[args.optimizer]
+    for flag in ["momentum", "dampening", "nesterov", "betas", "eps", "amsgrad", "alpha",
+                 "centered"]:
+        given = getattr(args, flag)
+        if given not in (None, False) and flag not in takes:
+            users = " or ".join(n for n, (_, t) in OPTIMIZERS.items() if flag in t)
+            raise UsageError(f"--{flag} is an argument of --optimizer {users}, not of "
+                             f"{args.optimizer}")
+    defaults = inspect.signature(cls.__init__).parameters
+    kwargs = {}
+    for name in takes:
+        given = getattr(args, name)
+        kwargs[name] = given if given not in (None, False) else defaults[name].default
+    if args.optimizer == "sgd" and args.lr is None:
+        kwargs["lr"] = SGD_LR
+    if kwargs.get("nesterov") and (kwargs["momentum"] <= 0 or kwargs["dampening"] != 0):
         raise UsageError(f"--nesterov needs --momentum > 0 and --dampening 0 (got "
-                         f"{args.momentum} and {args.dampening}), as torch.optim.SGD does")
+                         f"{kwargs['momentum']} and {kwargs['dampening']}), as torch.optim.SGD does")
+    return cls, kwargs
+
+
+def train_main(args):
+    optimizer_cls, optimizer_kwargs = optimizer_arguments(args)
     device = apply_common(args)
     data = load_data(args)
     ck = load_checkpoint(args.load) if args.load else None
@@ -719,9 +770,7 @@ def train_main(args):
     x_train, y_train = xs[train_idx].to(device), y[train_idx].to(device)
     x_test, y_test = xs[test_idx].to(device), y[test_idx].to(device)
     n_train = len(y_train)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
-                                dampening=args.dampening, weight_decay=args.weight_decay,
-                                nesterov=args.nesterov)
+    optimizer = optimizer_cls(model.parameters(), **optimizer_kwargs)
     weight = None if weights is None else torch.tensor(weights, dtype=torch.float32).to(device)
     loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=args.label_smoothing)
     batch = min(args.batch_size or n_train, n_train)
@@ -734,7 +783,7 @@ def train_main(args):
         if not math.isfinite(value):  # as the binary: no step on it, an error
             raise Failure(f"training diverged: the loss is {value} at epoch {epoch} of "
                           f"{args.epochs}, step {k} of {steps_per_epoch}; "
-                          f"lower --lr (now {args.lr:e})")
+                          f"lower --lr (now {optimizer_kwargs['lr']:e})")
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -754,7 +803,7 @@ def train_main(args):
         if not math.isfinite(train_loss):
             raise Failure(f"training diverged: the train loss is {train_loss} after epoch "
                           f"{epoch} of {args.epochs} (its steps' losses were finite); "
-                          f"lower --lr (now {args.lr:e})")
+                          f"lower --lr (now {optimizer_kwargs['lr']:e})")
         epochs.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                        "test_loss": test_loss, "test_accuracy": test_acc})
         if not args.quiet and not args.json:
@@ -769,8 +818,7 @@ def train_main(args):
             "device": device_name(device),
             "config": {
                 "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size,
-                "lr": args.lr, "momentum": args.momentum, "dampening": args.dampening,
-                "weight_decay": args.weight_decay, "nesterov": args.nesterov,
+                "optimizer": args.optimizer, **optimizer_kwargs,
                 "label_smoothing": args.label_smoothing, "class_weights": weights,
                 "test_fraction": args.test_fraction, "standardize": not args.no_standardize,
             },

@@ -8,6 +8,7 @@
 //! - [`loss`]: the example's `nn.CrossEntropyLoss()`, all of
 //!   `nn.CrossEntropyLoss` and `nn.BCEWithLogitsLoss` with every option;
 //! - [`example`]: the example's program (forward, loss, zero_grad, backward, step);
+//! - [`optim`]: optimizers with `torch.optim`'s updates (exact Adam and AdamW);
 //! - [`step`]: the exact fast step (the same gradients without autograd);
 //! - [`data`]: the bundled data sets, the CSV reader, split, standardization;
 //! - [`training`]: the training loop (config in, per-epoch metrics out
@@ -29,6 +30,7 @@ pub mod example;
 pub mod init;
 pub mod loss;
 pub mod model;
+pub mod optim;
 pub mod step;
 pub mod training;
 

@@ -6,9 +6,10 @@ use crate::data::{split, Dataset, SplitError, Standardizer};
 use crate::example::host_copy;
 use crate::loss::{CrossEntropyLoss, LossError};
 use crate::model::MyModel;
+use crate::optim::{Optimizer, OptimizerConfig, OptimizerError};
 use serde::Serialize;
 use std::fmt;
-use tch::nn::{self, Module, OptimizerConfig};
+use tch::nn::{self, Module};
 use tch::{Device, Kind, TchError, Tensor};
 
 /// Why training or evaluation could not start, or stopped.
@@ -26,6 +27,8 @@ pub enum TrainError {
     NoStandardization,
     /// A non-finite loss at a step (not applied) or at evaluation.
     Diverged { loss: f32, epoch: usize, epochs: usize, step: Option<(i64, i64)>, lr: f64 },
+    /// An optimizer argument `torch.optim` would refuse.
+    Optimizer(OptimizerError),
     /// The loss refused its arguments.
     Loss(LossError),
     /// libtorch refused a call.
@@ -61,6 +64,7 @@ impl fmt::Display for TrainError {
                 f,
                 "training diverged: the train loss is {loss} after epoch {epoch} of {epochs} (its steps' losses were finite); lower the learning rate (now {lr:e})"
             ),
+            TrainError::Optimizer(e) => e.fmt(f),
             TrainError::Loss(e) => e.fmt(f),
             TrainError::Torch(e) => write!(f, "libtorch: {e}"),
         }
@@ -95,11 +99,9 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Rows per SGD step; `None` is the whole training split (no shuffling).
     pub batch_size: Option<usize>,
-    pub lr: f64,
-    pub momentum: f64,
-    pub dampening: f64,
-    pub weight_decay: f64,
-    pub nesterov: bool,
+    /// The optimizer and its arguments (`torch.optim.SGD(lr=0.5)` by default).
+    #[serde(flatten)]
+    pub optimizer: OptimizerConfig,
     pub label_smoothing: f64,
     /// `nn.CrossEntropyLoss(weight=...)`, one value per class.
     pub class_weights: Option<Vec<f64>>,
@@ -115,11 +117,7 @@ impl Default for TrainConfig {
             seed: 0,
             epochs: 200,
             batch_size: None,
-            lr: 0.5,
-            momentum: 0.0,
-            dampening: 0.0,
-            weight_decay: 0.0,
-            nesterov: false,
+            optimizer: OptimizerConfig::default(),
             label_smoothing: 0.0,
             class_weights: None,
             test_fraction: 0.2,
@@ -216,13 +214,7 @@ pub fn train(
     let (x_test, y_test) = (to(x.index_select(0, &test_idx))?, to(y.index_select(0, &test_idx))?);
     let n_train = x_train.size()[0];
 
-    let sgd = nn::Sgd {
-        momentum: config.momentum,
-        dampening: config.dampening,
-        wd: config.weight_decay,
-        nesterov: config.nesterov,
-    };
-    let mut optimizer = sgd.build(&vs, config.lr)?;
+    let mut optimizer = Optimizer::build(&vs, &config.optimizer)?;
     let mut loss_fn = CrossEntropyLoss::new().label_smoothing(config.label_smoothing);
     if let Some(w) = &config.class_weights {
         let w: Vec<f32> = w.iter().map(|&v| v as f32).collect();
@@ -243,11 +235,11 @@ pub fn train(
         epoch,
         epochs: config.epochs,
         step: step.map(|s| (s, steps_per_epoch)),
-        lr: config.lr,
+        lr: config.optimizer.lr,
     };
     for epoch in 1..=config.epochs {
         if batch >= n_train {
-            let loss = sgd_step(&model, &loss_fn, &mut optimizer, &x_train, &y_train)?;
+            let loss = train_step(&model, &loss_fn, &mut optimizer, &x_train, &y_train)?;
             if !loss.is_finite() {
                 return Err(diverged(loss, epoch, Some(1)));
             }
@@ -258,7 +250,7 @@ pub fn train(
                 let first = step * batch;
                 let idx = to(perm.narrow(0, first, batch.min(n_train - first)))?;
                 let (xb, yb) = (x_train.index_select(0, &idx), y_train.index_select(0, &idx));
-                let loss = sgd_step(&model, &loss_fn, &mut optimizer, &xb, &yb)?;
+                let loss = train_step(&model, &loss_fn, &mut optimizer, &xb, &yb)?;
                 if !loss.is_finite() {
                     return Err(diverged(loss, epoch, Some(step + 1)));
                 }
@@ -318,15 +310,16 @@ pub fn check_train(
         }
     }
     crate::data::split_sizes(data.rows, config.test_fraction)?;
+    config.optimizer.check().map_err(TrainError::Optimizer)?;
     Ok(classes)
 }
 
 /// forward, loss, zero_grad, backward, step: the example's five lines. Returns
 /// the loss; a non-finite one is not stepped on.
-fn sgd_step(
+fn train_step(
     model: &MyModel,
     loss_fn: &CrossEntropyLoss,
-    optimizer: &mut nn::Optimizer,
+    optimizer: &mut Optimizer,
     x: &Tensor,
     y: &Tensor,
 ) -> Result<f32, TrainError> {
@@ -337,7 +330,7 @@ fn sgd_step(
     if value.is_finite() {
         optimizer.zero_grad();
         loss.f_backward()?;
-        optimizer.step();
+        optimizer.step()?;
     }
     Ok(value)
 }

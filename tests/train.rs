@@ -33,9 +33,39 @@ fn f32_of(v: &Value) -> f32 {
 fn assert_train_equal(rust: &Value, torch: &Value, what: &str) {
     assert_eq!(rust["data"], torch["data"], "{what}: data");
     assert_eq!(rust["confusion_matrix"], torch["confusion_matrix"], "{what}: confusion matrix");
-    for key in ["seed", "epochs", "batch_size", "nesterov", "standardize"] {
+    for key in ["seed", "epochs", "batch_size", "standardize", "optimizer"] {
         assert_eq!(rust["config"][key], torch["config"][key], "{what}: config.{key}");
     }
+    // The optimizer's arguments: every one the reference passed to
+    // torch.optim (its defaults included) has the same value here.
+    let numbers = |v: &Value| -> Vec<Option<f64>> {
+        match v.as_array() {
+            Some(items) => items.iter().map(Value::as_f64).collect(),
+            None => vec![v.as_f64().or(v.as_bool().map(f64::from))],
+        }
+    };
+    let args = [
+        "lr",
+        "momentum",
+        "dampening",
+        "weight_decay",
+        "nesterov",
+        "betas",
+        "eps",
+        "amsgrad",
+        "alpha",
+        "centered",
+    ];
+    let mut passed = 0;
+    for key in args.into_iter().filter(|k| !torch["config"][k].is_null()) {
+        assert_eq!(
+            numbers(&rust["config"][key]),
+            numbers(&torch["config"][key]),
+            "{what}: config.{key}"
+        );
+        passed += 1;
+    }
+    assert!(passed >= 5, "{what}: only {passed} optimizer arguments in the reference's config");
     let (r, t) = (rust["epochs"].as_array().unwrap(), torch["epochs"].as_array().unwrap());
     assert_eq!(r.len(), t.len(), "{what}: epochs");
     for (a, b) in r.iter().zip(t) {
@@ -92,13 +122,35 @@ fn training_is_bit_equal_to_pytorch() {
         ],
         &["--no-standardize", "--lr", "0.01", "--test-fraction", "0.3", "--seed", "7"],
     ];
-    for dataset in ["iris", "wine"] {
-        for extra in variants {
-            let mut args = vec!["--dataset", dataset, "--epochs", "30"];
-            args.extend_from_slice(extra);
-            let (rust, torch) = train_both(&python, &args);
-            assert_train_equal(&rust, &torch, &format!("{args:?}"));
-        }
+    // torch.optim.Adam / AdamW / RMSprop: ours (optim.rs), not tch's; on
+    // wine only (each run starts a Python).
+    let optimizers: &[&[&str]] = &[
+        &["--optimizer", "adam", "--batch-size", "16"],
+        &["--optimizer", "adam", "--lr", "0.05", "--weight-decay", "0.1", "--amsgrad"],
+        &["--optimizer", "adamw", "--batch-size", "8"],
+        &[
+            "--optimizer",
+            "adamw",
+            "--lr",
+            "0.02",
+            "--betas",
+            "0.8,0.99",
+            "--eps",
+            "1e-6",
+            "--amsgrad",
+        ],
+        &["--optimizer", "rmsprop", "--batch-size", "16", "--centered", "--momentum", "0.5"],
+        &["--optimizer", "rmsprop", "--alpha", "0.9", "--weight-decay", "0.01"],
+    ];
+    let runs = ["iris", "wine"]
+        .into_iter()
+        .flat_map(|d| variants.iter().map(move |v| (d, *v)))
+        .chain(optimizers.iter().map(|v| ("wine", *v)));
+    for (dataset, extra) in runs {
+        let mut args = vec!["--dataset", dataset, "--epochs", "30"];
+        args.extend_from_slice(extra);
+        let (rust, torch) = train_both(&python, &args);
+        assert_train_equal(&rust, &torch, &format!("{args:?}"));
     }
 }
 

@@ -8,6 +8,7 @@ use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use cross_entropy_tch::data::Bundled;
 use cross_entropy_tch::device::DeviceRequest;
+use cross_entropy_tch::optim::{OptimizerConfig, OptimizerKind};
 use cross_entropy_tch::{ExampleConfig, TrainConfig};
 use std::path::PathBuf;
 
@@ -159,25 +160,53 @@ pub struct TrainArgs {
     #[arg(long, value_parser = at_least::<usize, 1>, allow_negative_numbers = true)]
     pub batch_size: Option<usize>,
 
-    /// torch.optim.SGD(lr=...); finite and >= 0.
-    #[arg(long, default_value_t = TrainConfig::default().lr, value_parser = parse_lr, allow_negative_numbers = true)]
-    pub lr: f64,
+    /// The optimizer: torch.optim.SGD, Adam, AdamW or RMSprop, with
+    /// torch.optim's arguments and defaults.
+    #[arg(long, value_parser = optimizer_kind(), default_value_t = OptimizerConfig::default().kind)]
+    pub optimizer: OptimizerKind,
 
-    /// torch.optim.SGD(momentum=...); >= 0.
-    #[arg(long, default_value_t = TrainConfig::default().momentum, value_parser = parse_non_negative, allow_negative_numbers = true)]
-    pub momentum: f64,
+    /// lr; finite and >= 0. Default: 0.5 for sgd (torch.optim.SGD's 1e-3
+    /// barely moves this model), torch.optim's for the others (adam and
+    /// adamw 1e-3, rmsprop 1e-2).
+    #[arg(long, value_parser = parse_lr, allow_negative_numbers = true)]
+    pub lr: Option<f64>,
 
-    /// torch.optim.SGD(dampening=...) of the momentum; >= 0.
-    #[arg(long, default_value_t = TrainConfig::default().dampening, value_parser = parse_non_negative, allow_negative_numbers = true)]
-    pub dampening: f64,
+    /// momentum (sgd, rmsprop); >= 0. Default 0.
+    #[arg(long, value_parser = parse_non_negative, allow_negative_numbers = true)]
+    pub momentum: Option<f64>,
 
-    /// torch.optim.SGD(weight_decay=...), L2 penalty; >= 0.
-    #[arg(long, default_value_t = TrainConfig::default().weight_decay, value_parser = parse_non_negative, allow_negative_numbers = true)]
-    pub weight_decay: f64,
+    /// dampening of the momentum (sgd); >= 0. Default 0.
+    #[arg(long, value_parser = parse_non_negative, allow_negative_numbers = true)]
+    pub dampening: Option<f64>,
 
-    /// torch.optim.SGD(nesterov=True); needs --momentum > 0 and --dampening 0.
+    /// weight_decay; >= 0. An L2 penalty added to the gradient, except for
+    /// adamw, whose decay is decoupled. Default: 1e-2 for adamw, else 0.
+    #[arg(long, value_parser = parse_non_negative, allow_negative_numbers = true)]
+    pub weight_decay: Option<f64>,
+
+    /// nesterov=True (sgd); needs --momentum > 0 and --dampening 0.
     #[arg(long)]
     pub nesterov: bool,
+
+    /// betas=(B1, B2) (adam, adamw), each in [0, 1), e.g. 0.9,0.999.
+    #[arg(long, value_name = "B1,B2", value_parser = parse_betas)]
+    pub betas: Option<(f64, f64)>,
+
+    /// eps (adam, adamw, rmsprop); >= 0. Default 1e-8.
+    #[arg(long, value_parser = parse_non_negative, allow_negative_numbers = true)]
+    pub eps: Option<f64>,
+
+    /// amsgrad=True (adam, adamw).
+    #[arg(long)]
+    pub amsgrad: bool,
+
+    /// alpha, the smoothing constant (rmsprop); >= 0. Default 0.99.
+    #[arg(long, value_parser = parse_non_negative, allow_negative_numbers = true)]
+    pub alpha: Option<f64>,
+
+    /// centered=True (rmsprop).
+    #[arg(long)]
+    pub centered: bool,
 
     /// nn.CrossEntropyLoss(label_smoothing=...), in [0, 1].
     #[arg(long, default_value_t = TrainConfig::default().label_smoothing, value_parser = parse_unit, allow_negative_numbers = true)]
@@ -242,6 +271,28 @@ pub struct EvalArgs {
 fn bundled() -> impl TypedValueParser<Value = Bundled> {
     PossibleValuesParser::new(Bundled::ALL.map(|b| PossibleValue::new(b.name()).help(b.about())))
         .map(|name| name.parse::<Bundled>().expect("clap passes only the listed names"))
+}
+
+/// `--optimizer`: the optimizers' names, each with torch.optim's class.
+fn optimizer_kind() -> impl TypedValueParser<Value = OptimizerKind> {
+    PossibleValuesParser::new(
+        OptimizerKind::ALL
+            .map(|k| PossibleValue::new(k.name()).help(format!("torch.optim.{}", k.torch_name()))),
+    )
+    .map(|name| name.parse::<OptimizerKind>().expect("clap passes only the listed names"))
+}
+
+/// `--betas B1,B2`: two numbers in [0, 1).
+fn parse_betas(s: &str) -> Result<(f64, f64), String> {
+    let parts: Vec<&str> = s.split(',').collect();
+    let beta = |p: &str| match parse_finite(p) {
+        Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
+        _ => Err(format!("each beta must be a number in [0, 1), got '{}'", p.trim())),
+    };
+    match parts.as_slice() {
+        [b1, b2] => Ok((beta(b1)?, beta(b2)?)),
+        _ => Err(format!("expected two numbers B1,B2 (e.g. 0.9,0.999), got '{s}'")),
+    }
 }
 
 /// An integer flag that must be at least `MIN`.

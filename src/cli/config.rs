@@ -7,6 +7,7 @@ use super::args::{CommonArgs, DataArgs, ExampleArgs, TrainArgs};
 use anyhow::Result;
 use cross_entropy_tch::checkpoint::Checkpoint;
 use cross_entropy_tch::data::Dataset;
+use cross_entropy_tch::optim::{OptimizerConfig, OptimizerKind};
 use cross_entropy_tch::training::{self, TrainError};
 use cross_entropy_tch::{ExampleConfig, TrainConfig};
 use std::fmt;
@@ -91,26 +92,60 @@ impl ExampleArgs {
 impl TrainArgs {
     /// The training config these flags describe.
     pub fn config(&self) -> Result<TrainConfig> {
-        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
-            return Err(UsageError::msg(format!(
-                "--nesterov needs --momentum > 0 and --dampening 0 (got {} and {}), as torch.optim.SGD does",
-                self.momentum, self.dampening
-            )));
-        }
         Ok(TrainConfig {
             seed: self.seed,
             epochs: self.epochs,
             batch_size: self.batch_size,
-            lr: self.lr,
-            momentum: self.momentum,
-            dampening: self.dampening,
-            weight_decay: self.weight_decay,
-            nesterov: self.nesterov,
+            optimizer: self.optimizer_config()?,
             label_smoothing: self.label_smoothing,
             class_weights: self.class_weights.clone(),
             test_fraction: self.test_fraction,
             standardize: !self.no_standardize,
         })
+    }
+
+    /// `--optimizer` and its arguments, on torch.optim's defaults. An
+    /// argument the chosen optimizer does not take is refused, not ignored.
+    fn optimizer_config(&self) -> Result<OptimizerConfig> {
+        use OptimizerKind::{Adam, AdamW, RmsProp, Sgd};
+        let kind = self.optimizer;
+        let mut c = OptimizerConfig::new(kind);
+        let given = [
+            ("--momentum", self.momentum.is_some(), &[Sgd, RmsProp][..]),
+            ("--dampening", self.dampening.is_some(), &[Sgd][..]),
+            ("--nesterov", self.nesterov, &[Sgd][..]),
+            ("--betas", self.betas.is_some(), &[Adam, AdamW][..]),
+            ("--eps", self.eps.is_some(), &[Adam, AdamW, RmsProp][..]),
+            ("--amsgrad", self.amsgrad, &[Adam, AdamW][..]),
+            ("--alpha", self.alpha.is_some(), &[RmsProp][..]),
+            ("--centered", self.centered, &[RmsProp][..]),
+        ];
+        for (flag, is_given, takes) in given {
+            if is_given && !takes.contains(&kind) {
+                let names: Vec<&str> = takes.iter().map(|k| k.name()).collect();
+                return Err(UsageError::msg(format!(
+                    "{flag} is an argument of --optimizer {}, not of {kind}",
+                    names.join(" or ")
+                )));
+            }
+        }
+        c.lr = self.lr.unwrap_or(c.lr);
+        c.momentum = self.momentum.unwrap_or(c.momentum);
+        c.dampening = self.dampening.unwrap_or(c.dampening);
+        c.weight_decay = self.weight_decay.unwrap_or(c.weight_decay);
+        c.nesterov = self.nesterov;
+        c.betas = self.betas.unwrap_or(c.betas);
+        c.eps = self.eps.unwrap_or(c.eps);
+        c.amsgrad = self.amsgrad;
+        c.alpha = self.alpha.unwrap_or(c.alpha);
+        c.centered = self.centered;
+        if c.nesterov && (c.momentum <= 0.0 || c.dampening != 0.0) {
+            return Err(UsageError::msg(format!(
+                "--nesterov needs --momentum > 0 and --dampening 0 (got {} and {}), as torch.optim.SGD does",
+                c.momentum, c.dampening
+            )));
+        }
+        Ok(c)
     }
 
     /// Checks that the data, the config and the `--load` checkpoint fit

@@ -15,9 +15,9 @@ pub fn training_curves_svg(run: &TrainRun) -> Result<String> {
         let root = SVGBackend::with_string(&mut svg, (1000, 420)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow!("plot: {e}"))?;
         let title = format!(
-            "{}: softmax regression, SGD lr {}, {} epochs (cross-entropy-tch)",
+            "{}: softmax regression, {}, {} epochs (cross-entropy-tch)",
             run.data.name,
-            run.config.lr,
+            super::text::optimizer_text(&run.config.optimizer),
             run.epochs.len()
         );
         let root = root.titled(&title, ("sans-serif", 18)).map_err(|e| anyhow!("plot: {e}"))?;

@@ -6,6 +6,7 @@ use super::bench::BenchResult;
 use cross_entropy_tch::device::device_name;
 use cross_entropy_tch::example::{ExampleConfig, ExampleRun};
 use cross_entropy_tch::loss::cross_entropy;
+use cross_entropy_tch::optim::OptimizerConfig;
 use cross_entropy_tch::training::{EpochMetrics, EvalRun, TrainRun};
 use tch::{Device, TchError};
 
@@ -109,6 +110,34 @@ pub fn confusion_table(m: &[Vec<i64>]) -> String {
     s
 }
 
+/// `SGD lr 0.5, momentum 0.9`: the optimizer and the arguments that are not
+/// torch.optim's defaults.
+pub fn optimizer_text(o: &OptimizerConfig) -> String {
+    let d = OptimizerConfig::new(o.kind);
+    let mut s = format!("{} lr {}", o.kind.torch_name(), o.lr);
+    let numbers = [
+        ("momentum", o.momentum, d.momentum),
+        ("dampening", o.dampening, d.dampening),
+        ("weight_decay", o.weight_decay, d.weight_decay),
+        ("eps", o.eps, d.eps),
+        ("alpha", o.alpha, d.alpha),
+    ];
+    for (name, v, default) in numbers {
+        if v != default {
+            s += &format!(", {name} {v}");
+        }
+    }
+    if o.betas != d.betas {
+        s += &format!(", betas ({}, {})", o.betas.0, o.betas.1);
+    }
+    for (name, on) in [("nesterov", o.nesterov), ("amsgrad", o.amsgrad), ("centered", o.centered)] {
+        if on {
+            s += &format!(", {name}");
+        }
+    }
+    s
+}
+
 /// The human-readable account of a training run.
 pub fn train_summary(run: &TrainRun, written: &[String]) -> String {
     let (c, d) = (&run.config, &run.data);
@@ -117,17 +146,7 @@ pub fn train_summary(run: &TrainRun, written: &[String]) -> String {
         Some(b) if b < d.train_rows => format!("mini-batches of {b}, reshuffled each epoch"),
         _ => "full batch".to_string(),
     };
-    let mut optim = format!("SGD lr {}", c.lr);
-    for (name, v) in
-        [("momentum", c.momentum), ("dampening", c.dampening), ("weight_decay", c.weight_decay)]
-    {
-        if v != 0.0 {
-            optim += &format!(", {name} {v}");
-        }
-    }
-    if c.nesterov {
-        optim += ", nesterov";
-    }
+    let optim = optimizer_text(&c.optimizer);
     let mut loss = Vec::new();
     if let Some(w) = &c.class_weights {
         loss.push(format!("weight={w:?}"));

@@ -1,0 +1,510 @@
+//! Optimizers whose updates are `torch.optim`'s, bit for bit on the CPU.
+//!
+//! - `SGD`: tch's `nn::Sgd` (libtorch's C++ SGD), which already computes
+//!   what `torch.optim.SGD` computes.
+//! - `Adam`, `AdamW` and `RMSprop`: [`Adam`] and [`RmsProp`], here. tch's
+//!   `nn::Adam`/`nn::AdamW`/`nn::RmsProp` are libtorch's C++ optimizers,
+//!   which order the arithmetic otherwise than `torch.optim`'s Python
+//!   (the single-tensor path, the default on the CPU): after a few steps
+//!   Adam's and AdamW's parameters differ in the low bits, and so do
+//!   centered RMSprop's (C++ updates the gradient average with
+//!   `mul_(alpha).add_(grad, 1 - alpha)`, Python with `lerp_(grad, 1 - alpha)`).
+//!   These run the Python's tensor operations, in its order, with its
+//!   scalars computed in f64 as Python does.
+//!
+//! ```python
+//! optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)   # PyTorch
+//! ```
+//! ```
+//! use cross_entropy_tch::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+//! use cross_entropy_tch::MyModel;
+//! use tch::nn::{Module, VarStore};
+//! use tch::{Device, Kind, Tensor};
+//!
+//! tch::manual_seed(0);
+//! let vs = VarStore::new(Device::Cpu);
+//! let model = MyModel::new(&vs.root(), 10, 3);
+//! let config = OptimizerConfig::new(OptimizerKind::Adam); // torch.optim's defaults
+//! let mut optimizer = Optimizer::build(&vs, &config)?;
+//! let x = Tensor::randn([4, 10], (Kind::Float, Device::Cpu));
+//! let loss = model.forward(&x).sum(Kind::Float);
+//! optimizer.zero_grad();
+//! loss.backward();
+//! optimizer.step()?;
+//! # Ok::<(), tch::TchError>(())
+//! ```
+
+use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
+use tch::nn::{self, OptimizerConfig as _};
+use tch::{TchError, Tensor};
+
+/// Which `torch.optim` optimizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Sgd,
+    Adam,
+    AdamW,
+    RmsProp,
+}
+
+impl OptimizerKind {
+    /// Every optimizer, in the order `--help` lists them.
+    pub const ALL: [OptimizerKind; 4] =
+        [OptimizerKind::Sgd, OptimizerKind::Adam, OptimizerKind::AdamW, OptimizerKind::RmsProp];
+
+    /// The lower-case name (`sgd`, `adam`, `adamw`, `rmsprop`).
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Adam => "adam",
+            OptimizerKind::AdamW => "adamw",
+            OptimizerKind::RmsProp => "rmsprop",
+        }
+    }
+
+    /// PyTorch's class: `torch.optim.SGD`, ...
+    pub fn torch_name(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "SGD",
+            OptimizerKind::Adam => "Adam",
+            OptimizerKind::AdamW => "AdamW",
+            OptimizerKind::RmsProp => "RMSprop",
+        }
+    }
+
+    /// The default learning rate: `torch.optim`'s, but for SGD, whose 0.5
+    /// suits the softmax regression on standardized features that `train`
+    /// runs (torch.optim.SGD's own default, 1e-3, barely moves it).
+    pub fn default_lr(self) -> f64 {
+        match self {
+            OptimizerKind::Sgd => 0.5,
+            OptimizerKind::Adam | OptimizerKind::AdamW => 1e-3,
+            OptimizerKind::RmsProp => 1e-2,
+        }
+    }
+
+    /// `torch.optim`'s default weight decay: 1e-2 for AdamW, 0 for the rest.
+    pub fn default_weight_decay(self) -> f64 {
+        match self {
+            OptimizerKind::AdamW => 1e-2,
+            _ => 0.0,
+        }
+    }
+}
+
+impl fmt::Display for OptimizerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for OptimizerKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        OptimizerKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = OptimizerKind::ALL.iter().map(|k| k.name()).collect();
+            format!("no optimizer '{s}' (there are {})", names.join(", "))
+        })
+    }
+}
+
+/// An optimizer and its arguments, with `torch.optim`'s names. Arguments
+/// that the kind does not take keep their defaults and are not used.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OptimizerConfig {
+    #[serde(rename = "optimizer")]
+    pub kind: OptimizerKind,
+    pub lr: f64,
+    /// SGD and RMSprop.
+    pub momentum: f64,
+    /// SGD.
+    pub dampening: f64,
+    /// SGD.
+    pub nesterov: bool,
+    /// L2 penalty added to the gradient (SGD, Adam, RMSprop); decoupled
+    /// decay of the weights (AdamW).
+    pub weight_decay: f64,
+    /// Adam and AdamW: the moving averages' coefficients.
+    pub betas: (f64, f64),
+    /// Adam, AdamW and RMSprop: added to the denominator.
+    pub eps: f64,
+    /// Adam and AdamW: use the maximum of the second moments so far.
+    pub amsgrad: bool,
+    /// RMSprop: the smoothing constant.
+    pub alpha: f64,
+    /// RMSprop: normalize by the centered second moment.
+    pub centered: bool,
+}
+
+impl OptimizerConfig {
+    /// `kind` with `torch.optim`'s defaults (and SGD's lr of
+    /// [`OptimizerKind::default_lr`]).
+    pub fn new(kind: OptimizerKind) -> OptimizerConfig {
+        OptimizerConfig {
+            kind,
+            lr: kind.default_lr(),
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: kind.default_weight_decay(),
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            amsgrad: false,
+            alpha: 0.99,
+            centered: false,
+        }
+    }
+
+    /// What `torch.optim`'s constructor would refuse, if anything.
+    pub fn check(&self) -> Result<(), OptimizerError> {
+        let bad = |what: &'static str, value: f64, rule: &'static str| {
+            Err(OptimizerError { what, value, rule })
+        };
+        let non_negative = [
+            ("lr", self.lr),
+            ("momentum", self.momentum),
+            ("dampening", self.dampening),
+            ("weight_decay", self.weight_decay),
+            ("eps", self.eps),
+            ("alpha", self.alpha),
+        ];
+        for (what, value) in non_negative {
+            if !(value.is_finite() && value >= 0.0) {
+                return bad(what, value, "finite and >= 0");
+            }
+        }
+        for (what, value) in [("betas[0]", self.betas.0), ("betas[1]", self.betas.1)] {
+            if !(0.0..1.0).contains(&value) {
+                return bad(what, value, "in [0, 1)");
+            }
+        }
+        if self.kind == OptimizerKind::Sgd
+            && self.nesterov
+            && (self.momentum <= 0.0 || self.dampening != 0.0)
+        {
+            return bad("momentum", self.momentum, "> 0, with dampening 0, for nesterov");
+        }
+        Ok(())
+    }
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig::new(OptimizerKind::Sgd)
+    }
+}
+
+/// An optimizer argument `torch.optim` would refuse.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerError {
+    pub what: &'static str,
+    pub value: f64,
+    pub rule: &'static str,
+}
+
+impl fmt::Display for OptimizerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} must be {}, got {}", self.what, self.rule, self.value)
+    }
+}
+
+impl std::error::Error for OptimizerError {}
+
+/// A built optimizer: `optimizer.zero_grad()`, `optimizer.step()`.
+pub enum Optimizer {
+    /// libtorch's C++ SGD (already `torch.optim.SGD`'s updates).
+    Tch(nn::Optimizer),
+    /// `torch.optim.Adam` / `AdamW`, computed as the Python computes it.
+    Adam(Adam),
+    /// `torch.optim.RMSprop`, computed as the Python computes it.
+    RmsProp(RmsProp),
+}
+
+impl Optimizer {
+    /// `torch.optim.<Kind>(model.parameters(), ...)` over the trainable
+    /// variables of `vs`.
+    pub fn build(vs: &nn::VarStore, config: &OptimizerConfig) -> Result<Optimizer, TchError> {
+        let c = config;
+        Ok(match c.kind {
+            OptimizerKind::Sgd => Optimizer::Tch(
+                nn::Sgd {
+                    momentum: c.momentum,
+                    dampening: c.dampening,
+                    wd: c.weight_decay,
+                    nesterov: c.nesterov,
+                }
+                .build(vs, c.lr)?,
+            ),
+            OptimizerKind::RmsProp => Optimizer::RmsProp(RmsProp::new(vs, c)?),
+            OptimizerKind::Adam | OptimizerKind::AdamW => Optimizer::Adam(Adam::new(vs, c)?),
+        })
+    }
+
+    /// `optimizer.zero_grad()`: the gradients are set to None (libtorch's
+    /// `zero_grad`), as PyTorch does by default.
+    pub fn zero_grad(&mut self) {
+        match self {
+            Optimizer::Tch(o) => o.zero_grad(),
+            Optimizer::Adam(a) => a.zero_grad.zero_grad(),
+            Optimizer::RmsProp(r) => r.zero_grad.zero_grad(),
+        }
+    }
+
+    /// `optimizer.step()`.
+    pub fn step(&mut self) -> Result<(), TchError> {
+        match self {
+            Optimizer::Tch(o) => {
+                o.step();
+                Ok(())
+            }
+            Optimizer::Adam(a) => a.step(),
+            Optimizer::RmsProp(r) => r.step(),
+        }
+    }
+}
+
+/// One parameter's state: `state[p]` of `torch.optim.Adam`.
+struct AdamState {
+    param: Tensor,
+    /// `state_steps`: PyTorch keeps it in an f32 tensor and reads it back
+    /// with `.item()`; counts are exact in both.
+    step: f64,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    max_exp_avg_sq: Option<Tensor>,
+}
+
+/// `torch.optim.Adam` (and, with `decoupled`, `torch.optim.AdamW`), the
+/// default single-tensor path (`foreach=False`, what PyTorch picks on the
+/// CPU), operation for operation:
+///
+/// ```python
+/// step_t += 1
+/// if weight_decay != 0:
+///     if decoupled: param.mul_(1 - lr * weight_decay)              # AdamW
+///     else:         grad = grad.add(param, alpha=weight_decay)      # Adam
+/// exp_avg.lerp_(grad, 1 - beta1)
+/// exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+/// bias_correction1 = 1 - beta1 ** step
+/// bias_correction2 = 1 - beta2 ** step
+/// step_size = lr / bias_correction1
+/// bias_correction2_sqrt = bias_correction2 ** 0.5
+/// if amsgrad: torch.maximum(max_exp_avg_sqs[i], exp_avg_sq, out=max_exp_avg_sqs[i])
+/// denom = ((max_exp_avg_sqs[i] if amsgrad else exp_avg_sq).sqrt() / bias_correction2_sqrt).add_(eps)
+/// param.addcdiv_(exp_avg, denom, value=-step_size)
+/// ```
+///
+/// tch's bindings drop the `value=`/`alpha=` scalars of `addcmul_`,
+/// `addcdiv_` and `add`, so those three are rebuilt from kernels tch has,
+/// to the same bits: `addcmul_(grad * (1 - beta2), grad)` and
+/// `addcdiv_(exp_avg * -step_size, denom)` feed the kernels the very
+/// product they form first (`value * t1`, rounded to f32); and
+/// `grad.add(param, alpha=wd)`, which ATen's CPU kernel computes as one
+/// fused multiply-add (one rounding), is computed in f64 (the product of
+/// two f32 is exact there) and rounded to f32 once more. That last one
+/// could differ in a tie that the f64 rounding creates; no test has met one.
+pub struct Adam {
+    states: Vec<AdamState>,
+    lr: f64,
+    betas: (f64, f64),
+    eps: f64,
+    weight_decay: f64,
+    decoupled: bool,
+    /// libtorch's optimizer over the same variables, for `zero_grad`'s
+    /// set-to-None (tch has no other way to reset a gradient).
+    zero_grad: nn::Optimizer,
+}
+
+impl Adam {
+    fn new(vs: &nn::VarStore, c: &OptimizerConfig) -> Result<Adam, TchError> {
+        let states = vs
+            .trainable_variables()
+            .into_iter()
+            .map(|param| {
+                let zeros = || param.f_zeros_like();
+                Ok(AdamState {
+                    step: 0.0,
+                    exp_avg: zeros()?,
+                    exp_avg_sq: zeros()?,
+                    max_exp_avg_sq: if c.amsgrad { Some(zeros()?) } else { None },
+                    param,
+                })
+            })
+            .collect::<Result<Vec<_>, TchError>>()?;
+        Ok(Adam {
+            states,
+            lr: c.lr,
+            betas: c.betas,
+            eps: c.eps,
+            weight_decay: c.weight_decay,
+            decoupled: c.kind == OptimizerKind::AdamW,
+            zero_grad: nn::Sgd::default().build(vs, 0.0)?,
+        })
+    }
+
+    /// `optimizer.step()`: parameters without a gradient are skipped.
+    pub fn step(&mut self) -> Result<(), TchError> {
+        let (lr, (beta1, beta2), eps, wd) = (self.lr, self.betas, self.eps, self.weight_decay);
+        let decoupled = self.decoupled;
+        tch::no_grad(|| {
+            for s in &mut self.states {
+                let grad = s.param.grad();
+                if !grad.defined() {
+                    continue;
+                }
+                s.step += 1.0;
+                let grad = if wd != 0.0 && !decoupled {
+                    add_scaled(&grad, &s.param, wd)? // grad.add(param, alpha=weight_decay)
+                } else {
+                    if wd != 0.0 {
+                        let _ = s.param.f_mul_scalar_(1.0 - lr * wd)?; // AdamW
+                    }
+                    grad
+                };
+                let _ = s.exp_avg.f_lerp_(&grad, 1.0 - beta1)?;
+                let _ = s.exp_avg_sq.f_mul_scalar_(beta2)?;
+                let _ = s.exp_avg_sq.f_addcmul_(&grad.f_mul_scalar(1.0 - beta2)?, &grad)?;
+                let step = s.step;
+                let bias_correction1 = 1.0 - beta1.powf(step);
+                let bias_correction2 = 1.0 - beta2.powf(step);
+                let step_size = lr / bias_correction1;
+                // `** 0.5` is C's pow, not sqrt: keep the call a pow.
+                let bias_correction2_sqrt = bias_correction2.powf(std::hint::black_box(0.5));
+                let second = match &mut s.max_exp_avg_sq {
+                    Some(max) => {
+                        let _ = max.f_maximum_out(&*max, &s.exp_avg_sq)?;
+                        max.shallow_clone()
+                    }
+                    None => s.exp_avg_sq.shallow_clone(),
+                };
+                let mut denom = second.f_sqrt()?.f_div_scalar(bias_correction2_sqrt)?;
+                let _ = denom.f_add_scalar_(eps)?;
+                let _ = s.param.f_addcdiv_(&s.exp_avg.f_mul_scalar(-step_size)?, &denom)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// `a.add(b, alpha=alpha)` as ATen's CPU kernel computes it: `a + alpha * b`
+/// as one fused multiply-add (one rounding), with `alpha` as the tensors'
+/// f32. tch's `add` has no `alpha`, so it is computed in f64, where the
+/// product of two f32 is exact, and rounded to f32 once more (which could
+/// differ from one rounding only in a tie that the f64 rounding creates).
+fn add_scaled(a: &Tensor, b: &Tensor, alpha: f64) -> Result<Tensor, TchError> {
+    let alpha32 = alpha as f32 as f64;
+    let wide = a
+        .f_to_kind(tch::Kind::Double)?
+        .f_add(&b.f_to_kind(tch::Kind::Double)?.f_mul_scalar(alpha32)?)?;
+    wide.f_to_kind(a.kind())
+}
+
+/// One parameter's state: `state[p]` of `torch.optim.RMSprop`.
+struct RmsPropState {
+    param: Tensor,
+    square_avg: Tensor,
+    grad_avg: Option<Tensor>,
+    momentum_buffer: Option<Tensor>,
+}
+
+/// `torch.optim.RMSprop`, the default single-tensor path, operation for
+/// operation (the scalars of `addcmul_`/`addcdiv_`/`add` rebuilt as in
+/// [`Adam`]):
+///
+/// ```python
+/// if weight_decay != 0: grad = grad.add(param, alpha=weight_decay)
+/// square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+/// if centered:
+///     grad_avg.lerp_(grad, 1 - alpha)
+///     avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
+/// else:
+///     avg = square_avg.sqrt()
+/// avg = avg.add_(eps)
+/// if momentum > 0:
+///     buf.mul_(momentum).addcdiv_(grad, avg)
+///     param.add_(buf, alpha=-lr)
+/// else:
+///     param.addcdiv_(grad, avg, value=-lr)
+/// ```
+pub struct RmsProp {
+    states: Vec<RmsPropState>,
+    lr: f64,
+    alpha: f64,
+    eps: f64,
+    weight_decay: f64,
+    momentum: f64,
+    /// See [`Adam`]'s.
+    zero_grad: nn::Optimizer,
+}
+
+impl RmsProp {
+    fn new(vs: &nn::VarStore, c: &OptimizerConfig) -> Result<RmsProp, TchError> {
+        let states = vs
+            .trainable_variables()
+            .into_iter()
+            .map(|param| {
+                let zeros = || param.f_zeros_like();
+                Ok(RmsPropState {
+                    square_avg: zeros()?,
+                    grad_avg: if c.centered { Some(zeros()?) } else { None },
+                    momentum_buffer: if c.momentum > 0.0 { Some(zeros()?) } else { None },
+                    param,
+                })
+            })
+            .collect::<Result<Vec<_>, TchError>>()?;
+        Ok(RmsProp {
+            states,
+            lr: c.lr,
+            alpha: c.alpha,
+            eps: c.eps,
+            weight_decay: c.weight_decay,
+            momentum: c.momentum,
+            zero_grad: nn::Sgd::default().build(vs, 0.0)?,
+        })
+    }
+
+    /// `optimizer.step()`: parameters without a gradient are skipped.
+    pub fn step(&mut self) -> Result<(), TchError> {
+        let (lr, alpha, eps, wd, momentum) =
+            (self.lr, self.alpha, self.eps, self.weight_decay, self.momentum);
+        tch::no_grad(|| {
+            for s in &mut self.states {
+                let grad = s.param.grad();
+                if !grad.defined() {
+                    continue;
+                }
+                let grad = if wd != 0.0 { add_scaled(&grad, &s.param, wd)? } else { grad };
+                let _ = s.square_avg.f_mul_scalar_(alpha)?;
+                let _ = s.square_avg.f_addcmul_(&grad.f_mul_scalar(1.0 - alpha)?, &grad)?;
+                let mut avg = match &mut s.grad_avg {
+                    Some(grad_avg) => {
+                        let _ = grad_avg.f_lerp_(&grad, 1.0 - alpha)?;
+                        // addcmul(grad_avg, grad_avg, value=-1): -1 * x is exact.
+                        let mut centered =
+                            s.square_avg.f_addcmul(&grad_avg.f_neg()?, &*grad_avg)?;
+                        let _ = centered.f_sqrt_()?;
+                        centered
+                    }
+                    None => s.square_avg.f_sqrt()?,
+                };
+                let _ = avg.f_add_scalar_(eps)?;
+                match &mut s.momentum_buffer {
+                    Some(buf) if momentum > 0.0 => {
+                        let _ = buf.f_mul_scalar_(momentum)?;
+                        let _ = buf.f_addcdiv_(&grad, &avg)?;
+                        let updated = add_scaled(&s.param, buf, -lr)?;
+                        let _ = s.param.f_copy_(&updated)?;
+                    }
+                    _ => {
+                        let _ = s.param.f_addcdiv_(&grad.f_mul_scalar(-lr)?, &avg)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
