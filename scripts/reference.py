@@ -194,6 +194,9 @@ learning_rate = finite_where(lambda v: v >= 0, "the learning rate must be finite
 non_negative = finite_where(lambda v: v >= 0, "must be a finite number >= 0")
 unit_interval = finite_where(lambda v: 0 <= v <= 1, "must be between 0 and 1")
 open_fraction = finite_where(lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)")
+positive = finite_where(lambda v: v > 0, "must be a finite number > 0")
+# --clip-norm-type: clip_grad_norm_'s norm_type.
+NORM_TYPES = {"1": 1.0, "2": 2.0, "inf": math.inf}
 
 
 def betas_pair(s):
@@ -686,6 +689,9 @@ def train_parser():
     p.add_argument("--amsgrad", action="store_true")
     p.add_argument("--alpha", type=non_negative, default=None)
     p.add_argument("--centered", action="store_true")
+    p.add_argument("--clip-grad-norm", type=positive, default=None)
+    p.add_argument("--clip-norm-type", type=rust_trim, choices=list(NORM_TYPES), default="2")
+    p.add_argument("--clip-grad-value", type=positive, default=None)
     p.add_argument("--label-smoothing", type=unit_interval, default=0.0)
     # Repeatable, as clap's comma-delimited list: the values add up.
     p.add_argument("--class-weights", type=class_weight_list, action="extend", default=None)
@@ -733,6 +739,8 @@ def optimizer_arguments(args):
 
 
 def train_main(args):
+    if args.clip_norm_type != "2" and args.clip_grad_norm is None:
+        raise UsageError(f"--clip-norm-type {args.clip_norm_type} needs --clip-grad-norm")
     optimizer_cls, optimizer_kwargs = optimizer_arguments(args)
     device = apply_common(args)
     data = load_data(args)
@@ -786,6 +794,11 @@ def train_main(args):
                           f"lower --lr (now {optimizer_kwargs['lr']:e})")
         optimizer.zero_grad()
         loss.backward()
+        if args.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad_norm,
+                                           norm_type=NORM_TYPES[args.clip_norm_type])
+        if args.clip_grad_value is not None:
+            torch.nn.utils.clip_grad_value_(model.parameters(), args.clip_grad_value)
         optimizer.step()
 
     epochs = []
@@ -819,6 +832,8 @@ def train_main(args):
             "config": {
                 "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size,
                 "optimizer": args.optimizer, **optimizer_kwargs,
+                "clip_grad_norm": args.clip_grad_norm, "clip_norm_type": args.clip_norm_type,
+                "clip_grad_value": args.clip_grad_value,
                 "label_smoothing": args.label_smoothing, "class_weights": weights,
                 "test_fraction": args.test_fraction, "standardize": not args.no_standardize,
             },

@@ -27,13 +27,16 @@ use tch::nn;
 /// would be consumed in the other order. So the layer is created as zeros
 /// (no random numbers drawn) and then [`reset_linear`] runs PyTorch's
 /// `reset_parameters`.
+///
+/// The weight is also *registered* first, as `nn.Linear` registers it, so
+/// that the var store's `trainable_variables()` lists parameters in the
+/// order of PyTorch's `model.parameters()`. That order matters wherever
+/// parameters are reduced together: `clip_grad_norm_`'s norm of the
+/// per-parameter norms rounds differently in another order.
 pub fn linear(path: &nn::Path, in_features: i64, out_features: i64) -> nn::Linear {
-    let no_draw = nn::LinearConfig {
-        ws_init: nn::Init::Const(0.0),
-        bs_init: Some(nn::Init::Const(0.0)),
-        bias: true,
-    };
-    let layer = nn::linear(path, in_features, out_features, no_draw);
+    let ws = path.zeros("weight", &[out_features, in_features]);
+    let bs = Some(path.zeros("bias", &[out_features]));
+    let layer = nn::Linear { ws, bs };
     reset_linear(&layer);
     layer
 }

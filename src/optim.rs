@@ -497,7 +497,7 @@ impl RmsProp {
                         let _ = buf.f_mul_scalar_(momentum)?;
                         let _ = buf.f_addcdiv_(&grad, &avg)?;
                         let updated = add_scaled(&s.param, buf, -lr)?;
-                        let _ = s.param.f_copy_(&updated)?;
+                        s.param.f_copy_(&updated)?;
                     }
                     _ => {
                         let _ = s.param.f_addcdiv_(&grad.f_mul_scalar(-lr)?, &avg)?;
@@ -507,4 +507,100 @@ impl RmsProp {
             Ok(())
         })
     }
+}
+
+/// The norm `clip_grad_norm_` measures gradients with: `norm_type` 1, 2 or
+/// inf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum NormType {
+    #[serde(rename = "1")]
+    One,
+    #[serde(rename = "2")]
+    Two,
+    #[serde(rename = "inf")]
+    Inf,
+}
+
+impl NormType {
+    /// The `ord` libtorch's norm takes.
+    pub fn ord(self) -> f64 {
+        match self {
+            NormType::One => 1.0,
+            NormType::Two => 2.0,
+            NormType::Inf => f64::INFINITY,
+        }
+    }
+}
+
+impl fmt::Display for NormType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NormType::One => "1",
+            NormType::Two => "2",
+            NormType::Inf => "inf",
+        })
+    }
+}
+
+impl FromStr for NormType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "1" => Ok(NormType::One),
+            "2" => Ok(NormType::Two),
+            "inf" => Ok(NormType::Inf),
+            _ => Err(format!("expected a norm type of 1, 2 or inf, got '{s}'")),
+        }
+    }
+}
+
+/// `torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)`, as
+/// PyTorch computes it on the CPU: each gradient's norm, the norm of those
+/// norms, `clip_coef = max_norm / (total + 1e-6)` (Python's
+/// `float / tensor`, which is `tensor.reciprocal() * float`), clamped to 1,
+/// and every gradient multiplied by it. All on the device: nothing is read
+/// back to the host. Returns the total norm (a 0-dim tensor), as PyTorch
+/// does. Parameters without a gradient are left out.
+pub fn clip_grad_norm_(
+    params: &[Tensor],
+    max_norm: f64,
+    norm_type: NormType,
+) -> Result<Tensor, TchError> {
+    let ord = norm_type.ord();
+    tch::no_grad(|| {
+        let grads: Vec<Tensor> = params.iter().map(Tensor::grad).filter(Tensor::defined).collect();
+        if grads.is_empty() {
+            return Tensor::f_zeros([], (tch::Kind::Float, tch::Device::Cpu));
+        }
+        // torch._foreach_norm on the CPU is linalg.vector_norm per tensor;
+        // tch has linalg_norm, which is vector_norm on a 1-D tensor.
+        let norms = grads
+            .iter()
+            .map(|g| g.f_flatten(0, -1)?.f_linalg_norm(ord, None::<&[i64]>, false, None))
+            .collect::<Result<Vec<_>, TchError>>()?;
+        let total = Tensor::f_stack(&norms, 0)?.f_linalg_norm(ord, None::<&[i64]>, false, None)?;
+        let coef = total.f_add_scalar(1e-6)?.f_reciprocal()?.f_mul_scalar(max_norm)?;
+        let coef = coef.f_clamp_max(1.0)?;
+        for mut g in grads {
+            let _ = g.f_mul_(&coef)?;
+        }
+        Ok(total)
+    })
+}
+
+/// `torch.nn.utils.clip_grad_value_(params, clip_value)`: every gradient
+/// clamped to `[-clip_value, clip_value]` (`clamp_min_` then `clamp_max_`,
+/// PyTorch's order).
+pub fn clip_grad_value_(params: &[Tensor], clip_value: f64) -> Result<(), TchError> {
+    tch::no_grad(|| {
+        for p in params {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.f_clamp_min_(-clip_value)?;
+                let _ = g.f_clamp_max_(clip_value)?;
+            }
+        }
+        Ok(())
+    })
 }

@@ -6,7 +6,7 @@ use crate::data::{split, Dataset, SplitError, Standardizer};
 use crate::example::host_copy;
 use crate::loss::{CrossEntropyLoss, LossError};
 use crate::model::MyModel;
-use crate::optim::{Optimizer, OptimizerConfig, OptimizerError};
+use crate::optim::{self, NormType, Optimizer, OptimizerConfig, OptimizerError};
 use serde::Serialize;
 use std::fmt;
 use tch::nn::{self, Module};
@@ -102,6 +102,13 @@ pub struct TrainConfig {
     /// The optimizer and its arguments (`torch.optim.SGD(lr=0.5)` by default).
     #[serde(flatten)]
     pub optimizer: OptimizerConfig,
+    /// `torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)` after
+    /// each backward, when given.
+    pub clip_grad_norm: Option<f64>,
+    pub clip_norm_type: NormType,
+    /// `torch.nn.utils.clip_grad_value_(params, clip_value)` after each
+    /// backward (after the norm clipping), when given.
+    pub clip_grad_value: Option<f64>,
     pub label_smoothing: f64,
     /// `nn.CrossEntropyLoss(weight=...)`, one value per class.
     pub class_weights: Option<Vec<f64>>,
@@ -118,6 +125,9 @@ impl Default for TrainConfig {
             epochs: 200,
             batch_size: None,
             optimizer: OptimizerConfig::default(),
+            clip_grad_norm: None,
+            clip_norm_type: NormType::Two,
+            clip_grad_value: None,
             label_smoothing: 0.0,
             class_weights: None,
             test_fraction: 0.2,
@@ -215,6 +225,11 @@ pub fn train(
     let n_train = x_train.size()[0];
 
     let mut optimizer = Optimizer::build(&vs, &config.optimizer)?;
+    let clip = Clip {
+        params: vs.trainable_variables(),
+        norm: config.clip_grad_norm.map(|max| (max, config.clip_norm_type)),
+        value: config.clip_grad_value,
+    };
     let mut loss_fn = CrossEntropyLoss::new().label_smoothing(config.label_smoothing);
     if let Some(w) = &config.class_weights {
         let w: Vec<f32> = w.iter().map(|&v| v as f32).collect();
@@ -239,7 +254,7 @@ pub fn train(
     };
     for epoch in 1..=config.epochs {
         if batch >= n_train {
-            let loss = train_step(&model, &loss_fn, &mut optimizer, &x_train, &y_train)?;
+            let loss = train_step(&model, &loss_fn, &mut optimizer, &clip, &x_train, &y_train)?;
             if !loss.is_finite() {
                 return Err(diverged(loss, epoch, Some(1)));
             }
@@ -250,7 +265,7 @@ pub fn train(
                 let first = step * batch;
                 let idx = to(perm.narrow(0, first, batch.min(n_train - first)))?;
                 let (xb, yb) = (x_train.index_select(0, &idx), y_train.index_select(0, &idx));
-                let loss = train_step(&model, &loss_fn, &mut optimizer, &xb, &yb)?;
+                let loss = train_step(&model, &loss_fn, &mut optimizer, &clip, &xb, &yb)?;
                 if !loss.is_finite() {
                     return Err(diverged(loss, epoch, Some(step + 1)));
                 }
@@ -311,6 +326,17 @@ pub fn check_train(
     }
     crate::data::split_sizes(data.rows, config.test_fraction)?;
     config.optimizer.check().map_err(TrainError::Optimizer)?;
+    for (what, clip) in
+        [("clip_grad_norm", config.clip_grad_norm), ("clip_grad_value", config.clip_grad_value)]
+    {
+        if let Some(value) = clip.filter(|v| !(v.is_finite() && *v > 0.0)) {
+            return Err(TrainError::Optimizer(OptimizerError {
+                what,
+                value,
+                rule: "finite and > 0",
+            }));
+        }
+    }
     Ok(classes)
 }
 
@@ -320,6 +346,7 @@ fn train_step(
     model: &MyModel,
     loss_fn: &CrossEntropyLoss,
     optimizer: &mut Optimizer,
+    clip: &Clip,
     x: &Tensor,
     y: &Tensor,
 ) -> Result<f32, TrainError> {
@@ -330,9 +357,29 @@ fn train_step(
     if value.is_finite() {
         optimizer.zero_grad();
         loss.f_backward()?;
+        clip.apply()?;
         optimizer.step()?;
     }
     Ok(value)
+}
+
+/// Gradient clipping between `loss.backward()` and `optimizer.step()`.
+struct Clip {
+    params: Vec<Tensor>,
+    norm: Option<(f64, NormType)>,
+    value: Option<f64>,
+}
+
+impl Clip {
+    fn apply(&self) -> Result<(), TchError> {
+        if let Some((max_norm, norm_type)) = self.norm {
+            let _total = optim::clip_grad_norm_(&self.params, max_norm, norm_type)?;
+        }
+        if let Some(clip_value) = self.value {
+            optim::clip_grad_value_(&self.params, clip_value)?;
+        }
+        Ok(())
+    }
 }
 
 /// Loss and accuracy of the model on `(x, y)`, without gradients. The

@@ -11,6 +11,7 @@ mod common;
 
 use common::{rng_lock, skip};
 use cross_entropy_tch::example::{run_example, ExampleConfig, ExampleRun};
+use cross_entropy_tch::optim::{OptimizerConfig, OptimizerKind};
 use tch::{Cuda, Device, Tensor};
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -119,7 +120,20 @@ fn training_on_cuda_matches_cpu_within_1e_4() {
             Bundled::Wine,
             TrainConfig {
                 batch_size: Some(16),
-                momentum: 0.9,
+                optimizer: OptimizerConfig { momentum: 0.9, ..OptimizerConfig::default() },
+                epochs: 50,
+                ..TrainConfig::default()
+            },
+        ),
+        (
+            Bundled::Wine,
+            TrainConfig {
+                batch_size: Some(16),
+                optimizer: OptimizerConfig {
+                    lr: 0.01,
+                    ..OptimizerConfig::new(OptimizerKind::Adam)
+                },
+                clip_grad_norm: Some(1.0),
                 epochs: 50,
                 ..TrainConfig::default()
             },

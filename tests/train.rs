@@ -33,7 +33,7 @@ fn f32_of(v: &Value) -> f32 {
 fn assert_train_equal(rust: &Value, torch: &Value, what: &str) {
     assert_eq!(rust["data"], torch["data"], "{what}: data");
     assert_eq!(rust["confusion_matrix"], torch["confusion_matrix"], "{what}: confusion matrix");
-    for key in ["seed", "epochs", "batch_size", "standardize", "optimizer"] {
+    for key in ["seed", "epochs", "batch_size", "standardize", "optimizer", "clip_norm_type"] {
         assert_eq!(rust["config"][key], torch["config"][key], "{what}: config.{key}");
     }
     // The optimizer's arguments: every one the reference passed to
@@ -141,6 +141,20 @@ fn training_is_bit_equal_to_pytorch() {
         ],
         &["--optimizer", "rmsprop", "--batch-size", "16", "--centered", "--momentum", "0.5"],
         &["--optimizer", "rmsprop", "--alpha", "0.9", "--weight-decay", "0.01"],
+        // torch.nn.utils.clip_grad_norm_ (each norm type) and clip_grad_value_.
+        &["--batch-size", "16", "--clip-grad-norm", "0.5"],
+        &["--clip-grad-norm", "0.1", "--clip-norm-type", "1", "--momentum", "0.9"],
+        &[
+            "--optimizer",
+            "adam",
+            "--lr",
+            "0.05",
+            "--clip-grad-norm",
+            "0.05",
+            "--clip-norm-type",
+            "inf",
+        ],
+        &["--batch-size", "16", "--clip-grad-value", "0.01", "--clip-grad-norm", "0.3"],
     ];
     let runs = ["iris", "wine"]
         .into_iter()

@@ -8,7 +8,7 @@ use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use cross_entropy_tch::data::Bundled;
 use cross_entropy_tch::device::DeviceRequest;
-use cross_entropy_tch::optim::{OptimizerConfig, OptimizerKind};
+use cross_entropy_tch::optim::{NormType, OptimizerConfig, OptimizerKind};
 use cross_entropy_tch::{ExampleConfig, TrainConfig};
 use std::path::PathBuf;
 
@@ -38,7 +38,7 @@ pub struct Cli {
 pub enum Command {
     /// Train MyModel (softmax regression: one nn.Linear, nn.CrossEntropyLoss,
     /// torch.optim.SGD) on a data set, reporting loss and accuracy per epoch.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate a saved model (--load FILE.safetensors) on a whole data set:
     /// accuracy and confusion matrix.
     Eval(EvalArgs),
@@ -208,6 +208,20 @@ pub struct TrainArgs {
     #[arg(long)]
     pub centered: bool,
 
+    /// torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=X) after
+    /// each backward; X finite and > 0.
+    #[arg(long, value_name = "X", value_parser = parse_positive, allow_negative_numbers = true)]
+    pub clip_grad_norm: Option<f64>,
+
+    /// norm_type of --clip-grad-norm: 1, 2 or inf.
+    #[arg(long, value_name = "1|2|inf", value_parser = parse_norm_type, default_value_t = TrainConfig::default().clip_norm_type)]
+    pub clip_norm_type: NormType,
+
+    /// torch.nn.utils.clip_grad_value_(model.parameters(), clip_value=X)
+    /// after each backward (after --clip-grad-norm); X finite and > 0.
+    #[arg(long, value_name = "X", value_parser = parse_positive, allow_negative_numbers = true)]
+    pub clip_grad_value: Option<f64>,
+
     /// nn.CrossEntropyLoss(label_smoothing=...), in [0, 1].
     #[arg(long, default_value_t = TrainConfig::default().label_smoothing, value_parser = parse_unit, allow_negative_numbers = true)]
     pub label_smoothing: f64,
@@ -334,6 +348,17 @@ fn parse_non_negative(s: &str) -> Result<f64, String> {
         Ok(v) if v >= 0.0 => Ok(v),
         _ => Err(format!("must be a finite number >= 0, got {s}")),
     }
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    match parse_finite(s) {
+        Ok(v) if v > 0.0 => Ok(v),
+        _ => Err(format!("must be a finite number > 0, got {s}")),
+    }
+}
+
+fn parse_norm_type(s: &str) -> Result<NormType, String> {
+    s.trim().parse()
 }
 
 fn parse_unit(s: &str) -> Result<f64, String> {

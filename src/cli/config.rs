@@ -92,11 +92,22 @@ impl ExampleArgs {
 impl TrainArgs {
     /// The training config these flags describe.
     pub fn config(&self) -> Result<TrainConfig> {
+        if self.clip_norm_type != TrainConfig::default().clip_norm_type
+            && self.clip_grad_norm.is_none()
+        {
+            return Err(UsageError::msg(format!(
+                "--clip-norm-type {} needs --clip-grad-norm",
+                self.clip_norm_type
+            )));
+        }
         Ok(TrainConfig {
             seed: self.seed,
             epochs: self.epochs,
             batch_size: self.batch_size,
             optimizer: self.optimizer_config()?,
+            clip_grad_norm: self.clip_grad_norm,
+            clip_norm_type: self.clip_norm_type,
+            clip_grad_value: self.clip_grad_value,
             label_smoothing: self.label_smoothing,
             class_weights: self.class_weights.clone(),
             test_fraction: self.test_fraction,

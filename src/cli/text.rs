@@ -146,7 +146,13 @@ pub fn train_summary(run: &TrainRun, written: &[String]) -> String {
         Some(b) if b < d.train_rows => format!("mini-batches of {b}, reshuffled each epoch"),
         _ => "full batch".to_string(),
     };
-    let optim = optimizer_text(&c.optimizer);
+    let mut optim = optimizer_text(&c.optimizer);
+    if let Some(max) = c.clip_grad_norm {
+        optim += &format!(", clip_grad_norm_ {max} (norm {})", c.clip_norm_type);
+    }
+    if let Some(v) = c.clip_grad_value {
+        optim += &format!(", clip_grad_value_ {v}");
+    }
     let mut loss = Vec::new();
     if let Some(w) = &c.class_weights {
         loss.push(format!("weight={w:?}"));
