@@ -9,7 +9,7 @@ the Rust binary. `--json` writes the same JSON document as
     .venv/bin/python scripts/reference.py bench [--steps 1000] [--json] ...
 
 `train` and `eval` do what `cross-entropy-tch train` and `eval` do, in the
-same order (seed, split, standardize, model, SGD; per epoch: shuffle, steps,
+same order (seed, split, standardize, model, optimizer; per epoch: shuffle, steps,
 evaluation), so their per-epoch numbers are the same.
 
 It refuses what the binary refuses, by the same rules written out here (it
@@ -677,7 +677,7 @@ def train_parser():
     p.add_argument("--epochs", type=at_least(1, 64, signed=False), default=200)
     p.add_argument("--batch-size", type=at_least(1, 64, signed=False), default=None)
     # The optimizer's arguments default to None here: torch.optim's own
-    # defaults apply (see optimizer_of), except SGD's lr.
+    # defaults apply (see optimizer_arguments), except SGD's lr.
     p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="sgd")
     p.add_argument("--lr", type=learning_rate, default=None)
     p.add_argument("--momentum", type=non_negative, default=None)

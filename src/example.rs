@@ -140,7 +140,7 @@ pub fn run_example(
     let steps = config.steps;
 
     let mut first: Option<(Tensor, Params)> = None;
-    let mut losses = Vec::with_capacity(steps);
+    let mut losses = Vec::with_capacity(steps.min(1 << 16));
     for step in 1..=steps {
         let outputs = model.forward(&inputs); // outputs = model(inputs)
         let loss = cross_entropy(&outputs, &targets); // loss = loss_fn(outputs, targets)

@@ -8,7 +8,8 @@
 //! - [`loss`]: the example's `nn.CrossEntropyLoss()`, all of
 //!   `nn.CrossEntropyLoss` and `nn.BCEWithLogitsLoss` with every option;
 //! - [`example`]: the example's program (forward, loss, zero_grad, backward, step);
-//! - [`optim`]: optimizers with `torch.optim`'s updates (exact Adam and AdamW);
+//! - [`optim`]: `torch.optim`'s SGD, Adam, AdamW and RMSprop and
+//!   `clip_grad_norm_`/`clip_grad_value_`, bit for bit (tch's Adam is not);
 //! - [`step`]: the exact fast step (the same gradients without autograd);
 //! - [`data`]: the bundled data sets, the CSV reader, split, standardization;
 //! - [`training`]: the training loop (config in, per-epoch metrics out

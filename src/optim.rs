@@ -159,10 +159,12 @@ impl OptimizerConfig {
         }
     }
 
-    /// What `torch.optim`'s constructor would refuse, if anything.
+    /// Whether the arguments make sense: finite, non-negative, betas in
+    /// [0, 1), nesterov with momentum and no dampening. (`torch.optim`
+    /// refuses most of these too; it lets NaN through.)
     pub fn check(&self) -> Result<(), OptimizerError> {
         let bad = |what: &'static str, value: f64, rule: &'static str| {
-            Err(OptimizerError { what, value, rule })
+            Err(OptimizerError::Range { what, value, rule })
         };
         let non_negative = [
             ("lr", self.lr),
@@ -186,7 +188,8 @@ impl OptimizerConfig {
             && self.nesterov
             && (self.momentum <= 0.0 || self.dampening != 0.0)
         {
-            return bad("momentum", self.momentum, "> 0, with dampening 0, for nesterov");
+            let (momentum, dampening) = (self.momentum, self.dampening);
+            return Err(OptimizerError::Nesterov { momentum, dampening });
         }
         Ok(())
     }
@@ -198,17 +201,36 @@ impl Default for OptimizerConfig {
     }
 }
 
-/// An optimizer argument `torch.optim` would refuse.
+/// An optimizer argument that makes no sense.
 #[derive(Debug, Clone, PartialEq)]
-pub struct OptimizerError {
-    pub what: &'static str,
-    pub value: f64,
-    pub rule: &'static str,
+pub enum OptimizerError {
+    /// `what` (an argument's name, `betas[0]` for a beta) is outside `rule`.
+    Range { what: &'static str, value: f64, rule: &'static str },
+    /// Nesterov momentum without momentum, or with dampening.
+    Nesterov { momentum: f64, dampening: f64 },
+}
+
+impl OptimizerError {
+    /// The argument at fault (`nesterov` for [`OptimizerError::Nesterov`]).
+    pub fn argument(&self) -> &'static str {
+        match self {
+            OptimizerError::Range { what, .. } => what,
+            OptimizerError::Nesterov { .. } => "nesterov",
+        }
+    }
 }
 
 impl fmt::Display for OptimizerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} must be {}, got {}", self.what, self.rule, self.value)
+        match self {
+            OptimizerError::Range { what, value, rule } => {
+                write!(f, "{what} must be {rule}, got {value}")
+            }
+            OptimizerError::Nesterov { momentum, dampening } => write!(
+                f,
+                "nesterov needs momentum > 0 and dampening 0 (got {momentum} and {dampening}), as torch.optim.SGD does"
+            ),
+        }
     }
 }
 
@@ -271,7 +293,8 @@ impl Optimizer {
 struct AdamState {
     param: Tensor,
     /// `state_steps`: PyTorch keeps it in an f32 tensor and reads it back
-    /// with `.item()`; counts are exact in both.
+    /// with `.item()`; the counts agree up to 2^24 steps, where PyTorch's
+    /// f32 count stops growing.
     step: f64,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
@@ -390,17 +413,49 @@ impl Adam {
     }
 }
 
-/// `a.add(b, alpha=alpha)` as ATen's CPU kernel computes it: `a + alpha * b`
-/// as one fused multiply-add (one rounding), with `alpha` as the tensors'
-/// f32. tch's `add` has no `alpha`, so it is computed in f64, where the
-/// product of two f32 is exact, and rounded to f32 once more (which could
-/// differ from one rounding only in a tie that the f64 rounding creates).
+/// `a.add(b, alpha=alpha)` as ATen's CPU kernel computes it, `a + alpha * b`
+/// with `alpha` as the tensors' f32. tch's `add` has no `alpha`, so:
+///
+/// - where ATen fuses the multiply-add (its AVX2 and AVX512 kernels, built
+///   with FMA: one rounding), it is computed in f64, where the product of
+///   two f32 is exact, and rounded to f32 once more (which could differ
+///   from one rounding only in a tie that the f64 rounding creates; no test
+///   has met one);
+/// - where it does not (`ATEN_CPU_CAPABILITY=default`, or a CPU without
+///   AVX2 and FMA), as `a + (alpha * b)`: two roundings, as there.
 fn add_scaled(a: &Tensor, b: &Tensor, alpha: f64) -> Result<Tensor, TchError> {
-    let alpha32 = alpha as f32 as f64;
-    let wide = a
-        .f_to_kind(tch::Kind::Double)?
-        .f_add(&b.f_to_kind(tch::Kind::Double)?.f_mul_scalar(alpha32)?)?;
-    wide.f_to_kind(a.kind())
+    if a.device() != tch::Device::Cpu || aten_fuses_multiply_add() {
+        // (CUDA kernels fuse too; CUDA is not bit-exact in any case.)
+        let alpha32 = alpha as f32 as f64;
+        let wide = a
+            .f_to_kind(tch::Kind::Double)?
+            .f_add(&b.f_to_kind(tch::Kind::Double)?.f_mul_scalar(alpha32)?)?;
+        wide.f_to_kind(a.kind())
+    } else {
+        a.f_add(&b.f_mul_scalar(alpha)?)
+    }
+}
+
+/// Whether libtorch's CPU kernels run with fused multiply-adds: it picks
+/// its AVX2 or AVX512 kernels where the CPU has them (both use FMA), unless
+/// `ATEN_CPU_CAPABILITY` asks for less.
+fn aten_fuses_multiply_add() -> bool {
+    static FUSES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FUSES.get_or_init(|| {
+        let capability = std::env::var("ATEN_CPU_CAPABILITY").unwrap_or_default();
+        if capability.eq_ignore_ascii_case("default") {
+            return false;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            true
+        }
+    })
 }
 
 /// One parameter's state: `state[p]` of `torch.optim.RMSprop`.

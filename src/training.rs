@@ -27,8 +27,10 @@ pub enum TrainError {
     NoStandardization,
     /// A non-finite loss at a step (not applied) or at evaluation.
     Diverged { loss: f32, epoch: usize, epochs: usize, step: Option<(i64, i64)>, lr: f64 },
-    /// An optimizer argument `torch.optim` would refuse.
+    /// An optimizer argument that makes no sense.
     Optimizer(OptimizerError),
+    /// Another setting outside its range (`what` is the config's field).
+    Config { what: &'static str, rule: &'static str },
     /// The loss refused its arguments.
     Loss(LossError),
     /// libtorch refused a call.
@@ -65,6 +67,7 @@ impl fmt::Display for TrainError {
                 "training diverged: the train loss is {loss} after epoch {epoch} of {epochs} (its steps' losses were finite); lower the learning rate (now {lr:e})"
             ),
             TrainError::Optimizer(e) => e.fmt(f),
+            TrainError::Config { what, rule } => write!(f, "{what} must be {rule}"),
             TrainError::Loss(e) => e.fmt(f),
             TrainError::Torch(e) => write!(f, "libtorch: {e}"),
         }
@@ -97,7 +100,8 @@ pub struct TrainConfig {
     /// `torch.manual_seed(seed)` before the split.
     pub seed: i64,
     pub epochs: usize,
-    /// Rows per SGD step; `None` is the whole training split (no shuffling).
+    /// Rows per optimizer step; `None` is the whole training split (no
+    /// shuffling).
     pub batch_size: Option<usize>,
     /// The optimizer and its arguments (`torch.optim.SGD(lr=0.5)` by default).
     #[serde(flatten)]
@@ -186,7 +190,7 @@ impl TrainRun {
 /// Trains `MyModel` (softmax regression) on `data`, in the order
 /// `scripts/reference.py train` does it, so the per-epoch numbers are
 /// PyTorch's: seed, split (`randperm`), standardize, `MyModel(D, C)` (or the
-/// parameters of `init`), SGD, then per epoch: shuffle (`randperm`, for
+/// parameters of `init`), the optimizer, then per epoch: shuffle (`randperm`, for
 /// mini-batches only), steps, evaluation of both splits.
 pub fn train(
     data: &Dataset,
@@ -235,7 +239,9 @@ pub fn train(
         let w: Vec<f32> = w.iter().map(|&v| v as f32).collect();
         loss_fn = loss_fn.weight(to(Tensor::from_slice(&w))?);
     }
-    let batch = config.batch_size.map_or(n_train, |b| (b as i64).min(n_train));
+    // A batch larger than the split (or than i64 holds) is the whole split.
+    let batch =
+        config.batch_size.map_or(n_train, |b| i64::try_from(b).map_or(n_train, |b| b.min(n_train)));
 
     // The one full check of logits against labels (class range, shapes,
     // weights); the steps and evaluations then skip it.
@@ -243,7 +249,8 @@ pub fn train(
         let _ = tch::no_grad(|| loss_fn.f_forward(&model.forward(x), y))?;
     }
     let start = std::time::Instant::now();
-    let mut epochs = Vec::with_capacity(config.epochs);
+    // (Not more: a huge --epochs is the user's to stop, not an allocation.)
+    let mut epochs = Vec::with_capacity(config.epochs.min(1 << 16));
     let steps_per_epoch = (n_train + batch - 1) / batch;
     let diverged = |loss: f32, epoch: usize, step: Option<i64>| TrainError::Diverged {
         loss,
@@ -326,15 +333,18 @@ pub fn check_train(
     }
     crate::data::split_sizes(data.rows, config.test_fraction)?;
     config.optimizer.check().map_err(TrainError::Optimizer)?;
+    let bad = |what, rule| Err(TrainError::Config { what, rule });
+    if config.epochs == 0 {
+        return bad("epochs", "at least 1");
+    }
+    if config.batch_size == Some(0) {
+        return bad("batch_size", "at least 1");
+    }
     for (what, clip) in
         [("clip_grad_norm", config.clip_grad_norm), ("clip_grad_value", config.clip_grad_value)]
     {
-        if let Some(value) = clip.filter(|v| !(v.is_finite() && *v > 0.0)) {
-            return Err(TrainError::Optimizer(OptimizerError {
-                what,
-                value,
-                rule: "finite and > 0",
-            }));
+        if clip.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+            return bad(what, "finite and > 0");
         }
     }
     Ok(classes)
@@ -418,6 +428,12 @@ pub fn confusion_matrix(
 
 /// The checkpoint's class count, if it fits the data's features and labels.
 fn check_checkpoint_fits(ck: &Checkpoint, data: &Dataset) -> Result<usize, TrainError> {
+    if ck.weight.len() != ck.classes * ck.features || ck.bias.len() != ck.classes {
+        return Err(TrainError::Config {
+            what: "checkpoint",
+            rule: "a weight of classes x features values and a bias of classes values",
+        });
+    }
     if ck.features != data.features {
         let (checkpoint, classes, data) = (ck.features, ck.classes, data.features);
         return Err(TrainError::CheckpointFeatures { checkpoint, classes, data });

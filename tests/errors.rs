@@ -238,7 +238,7 @@ fn cases() -> Vec<Case> {
             "nesterov without momentum",
             &["--dataset", "iris", "--nesterov"],
             2,
-            "--nesterov needs --momentum > 0 and --dampening 0",
+            "--nesterov: nesterov needs momentum > 0 and dampening 0 (got 0 and 0)",
         ),
         train("mini-batch 0", &["--dataset", "iris", "--batch-size", "0"], 2, "must be at least 1"),
         train("no data", &[], 2, "required arguments were not provided: --dataset <DATASET>"),

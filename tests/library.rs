@@ -114,3 +114,37 @@ fn no_module_imports_another_that_imports_it_back() {
         Some("checkpoint -> output -> training -> checkpoint".to_string())
     );
 }
+
+/// The library refuses what would otherwise train nothing or panic, with a
+/// typed error naming the setting.
+#[test]
+fn the_training_api_refuses_settings_that_make_no_sense() {
+    use cross_entropy_tch::checkpoint::Checkpoint;
+    use cross_entropy_tch::data::{Bundled, Dataset};
+    use cross_entropy_tch::training::{train, TrainConfig, TrainError};
+    let data = Dataset::bundled(Bundled::Iris).unwrap();
+    let cpu = tch::Device::Cpu;
+    let refused = |config: TrainConfig, init: Option<&Checkpoint>| match train(
+        &data,
+        &config,
+        cpu,
+        init,
+        |_| {},
+    ) {
+        Err(TrainError::Config { what, .. }) => what,
+        other => panic!("expected a Config error, got {:?}", other.map(|r| r.epochs.len())),
+    };
+    assert_eq!(refused(TrainConfig { epochs: 0, ..TrainConfig::default() }, None), "epochs");
+    let zero_batch = TrainConfig { batch_size: Some(0), ..TrainConfig::default() };
+    assert_eq!(refused(zero_batch, None), "batch_size");
+    let no_clip = TrainConfig { clip_grad_norm: Some(-1.0), ..TrainConfig::default() };
+    assert_eq!(refused(no_clip, None), "clip_grad_norm");
+    let short = Checkpoint {
+        weight: vec![0.0; 5],
+        bias: vec![0.0; 3],
+        classes: 3,
+        features: 4,
+        standardizer: None,
+    };
+    assert_eq!(refused(TrainConfig::default(), Some(&short)), "checkpoint");
+}

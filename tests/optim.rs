@@ -163,3 +163,54 @@ fn tchs_adam_differs_from_torch_optim_adam_in_the_low_bits() {
         assert_close(*a as f64, *b as f64, 1e-4, 1e-3, "both are Adam");
     }
 }
+
+/// `init::linear` registers the weight before the bias, as `nn.Linear`
+/// does, so the var store lists `model.parameters()`'s order (trap 8).
+#[test]
+fn parameters_are_listed_in_pytorchs_order() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _model = MyModel::new(&vs.root(), 10, 3);
+    let sizes: Vec<Vec<i64>> = vs.trainable_variables().iter().map(Tensor::size).collect();
+    assert_eq!(sizes, [vec![3, 10], vec![3]], "weight, then bias");
+}
+
+/// clip_grad_norm_ and clip_grad_value_ on gradients worked by hand: the
+/// 1-, 2- and inf-norms of [3, -4] and [12] are 19, 13 and 12.
+#[test]
+fn clipping_matches_hand_worked_norms() {
+    use cross_entropy_tch::optim::{clip_grad_norm_, clip_grad_value_, NormType};
+    let params = || {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let a = vs.root().zeros("a", &[2]);
+        let b = vs.root().zeros("b", &[1]);
+        let loss = (&a * Tensor::from_slice(&[3.0f32, -4.0])).sum(Kind::Float)
+            + (&b * Tensor::from_slice(&[12.0f32])).sum(Kind::Float);
+        loss.backward();
+        (vs, vec![a, b])
+    };
+    let grads = |p: &[Tensor]| -> Vec<f32> {
+        p.iter().flat_map(|t| Vec::<f32>::try_from(&t.grad()).unwrap()).collect()
+    };
+    for (norm_type, total) in [(NormType::One, 19.0), (NormType::Two, 13.0), (NormType::Inf, 12.0)]
+    {
+        let (_vs, p) = params();
+        let got = clip_grad_norm_(&p, 1.0, norm_type).unwrap().double_value(&[]);
+        assert_close(got, total, 1e-7, 1.0, &format!("{norm_type}-norm"));
+        let scale = 1.0 / (total + 1e-6);
+        for (g, want) in grads(&p).iter().zip([3.0, -4.0, 12.0]) {
+            assert_close(*g as f64, want * scale, 1e-6, 1e-6, &format!("{norm_type}: clipped"));
+        }
+        // A max_norm above the norm leaves the gradients alone (coef clamped to 1).
+        let (_vs, p) = params();
+        let _total = clip_grad_norm_(&p, 100.0, norm_type).unwrap();
+        assert_eq!(grads(&p), [3.0, -4.0, 12.0]);
+    }
+    let (_vs, p) = params();
+    clip_grad_value_(&p, 3.5).unwrap();
+    assert_eq!(grads(&p), [3.0, -3.5, 3.5]);
+    // No gradients yet: nothing to clip, a total of 0.
+    let vs = nn::VarStore::new(Device::Cpu);
+    let fresh = vec![vs.root().zeros("c", &[2])];
+    assert_eq!(clip_grad_norm_(&fresh, 1.0, NormType::Two).unwrap().double_value(&[]), 0.0);
+    clip_grad_value_(&fresh, 1.0).unwrap();
+}

@@ -86,18 +86,67 @@ fn assert_train_equal(rust: &Value, torch: &Value, what: &str) {
 }
 
 fn train_both(python: &PathBuf, args: &[&str]) -> (Value, Value) {
+    train_both_with(python, args, &[])
+}
+
+/// Both programs with the same arguments and environment variables.
+fn train_both_with(python: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> (Value, Value) {
     let mut full = vec!["train", "--json", "--device", "cpu", "--quiet"];
     full.extend_from_slice(args);
-    let rust = json_of(run_bin(&full), &format!("cross-entropy-tch {full:?}"));
+    let rust = json_of(
+        bin().args(&full).envs(env.iter().copied()).output().unwrap(),
+        &format!("cross-entropy-tch {full:?}"),
+    );
     let torch = json_of(
         std::process::Command::new(python)
             .arg(root().join("scripts/reference.py"))
             .args(&full)
+            .envs(env.iter().copied())
             .output()
             .unwrap(),
         &format!("reference.py {full:?}"),
     );
     (rust, torch)
+}
+
+/// `add(..., alpha=)` (Adam's L2 decay, RMSprop's momentum step) is one
+/// fused multiply-add in libtorch's AVX2/AVX512 kernels and two roundings
+/// in its default ones; `optim.rs` follows whichever libtorch runs.
+#[test]
+fn optimizers_follow_libtorchs_cpu_kernels_either_way() {
+    let Some(python) = reference_python() else { return };
+    for capability in ["default", "avx2"] {
+        for extra in [
+            &["--optimizer", "adam", "--lr", "0.05", "--weight-decay", "0.1"][..],
+            &["--optimizer", "rmsprop", "--momentum", "0.5", "--weight-decay", "0.01"][..],
+        ] {
+            let mut args = vec!["--dataset", "wine", "--epochs", "20", "--batch-size", "16"];
+            args.extend_from_slice(extra);
+            let env = [("ATEN_CPU_CAPABILITY", capability)];
+            let (rust, torch) = train_both_with(&python, &args, &env);
+            assert_train_equal(
+                &rust,
+                &torch,
+                &format!("ATEN_CPU_CAPABILITY={capability} {args:?}"),
+            );
+        }
+    }
+}
+
+/// A batch larger than the split, however large, is the whole split: the
+/// very run of no `--batch-size`.
+#[test]
+fn a_huge_batch_is_the_full_batch() {
+    let run = |extra: &[&str]| {
+        let mut args = vec!["train", "--json", "--quiet", "--device", "cpu", "--dataset", "iris"];
+        args.extend_from_slice(&["--epochs", "5"]);
+        args.extend_from_slice(extra);
+        json_of(run_bin(&args), "train")["epochs"].clone()
+    };
+    let full = run(&[]);
+    assert_eq!(run(&["--batch-size", "18446744073709551615"]), full);
+    assert_eq!(run(&["--batch-size", "1000"]), full);
+    assert_ne!(run(&["--batch-size", "7"]), full, "mini-batches do change the run");
 }
 
 #[test]
@@ -382,7 +431,7 @@ fn train_errors_are_one_line_and_nothing_is_written() {
         ),
         (&["--dataset", "iris", "--class-weights", "1,-2,1"], 2, "must be a finite number >= 0"),
         (&["--dataset", "iris", "--test-fraction", "1.5"], 2, "--test-fraction"),
-        (&["--dataset", "iris", "--nesterov"], 2, "--nesterov needs --momentum > 0"),
+        (&["--dataset", "iris", "--nesterov"], 2, "--nesterov: nesterov needs momentum > 0"),
         (&["--dataset", "iris", "--label-smoothing", "2"], 2, "between 0 and 1"),
         (&["--dataset", "iris", "--epochs", "0"], 2, "must be at least 1"),
         (&["--dataset", "mnist"], 2, "--dataset"),

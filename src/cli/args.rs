@@ -3,13 +3,13 @@
 //! Turning these into the library's configs, with the checks that span
 //! several flags, is `config.rs`'s job.
 
-use super::bench::Backward;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use cross_entropy_tch::data::Bundled;
 use cross_entropy_tch::device::DeviceRequest;
 use cross_entropy_tch::optim::{NormType, OptimizerConfig, OptimizerKind};
 use cross_entropy_tch::{ExampleConfig, TrainConfig};
+use serde::Serialize;
 use std::path::PathBuf;
 
 /// `--version`: the crate's and the libtorch it was built for.
@@ -37,7 +37,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train MyModel (softmax regression: one nn.Linear, nn.CrossEntropyLoss,
-    /// torch.optim.SGD) on a data set, reporting loss and accuracy per epoch.
+    /// torch.optim.SGD, Adam, AdamW or RMSprop) on a data set, reporting
+    /// loss and accuracy per epoch.
     Train(Box<TrainArgs>),
     /// Evaluate a saved model (--load FILE.safetensors) on a whole data set:
     /// accuracy and confusion matrix.
@@ -67,6 +68,19 @@ pub struct BenchArgs {
     /// gradient), to compare the step with libtorch's GEMM throughput.
     #[arg(long)]
     pub gemm_only: bool,
+}
+
+/// `bench --backward`: how the timed step computes its gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backward {
+    /// `optimizer.zero_grad(); loss.backward(); optimizer.step()`: the
+    /// example's lines, through libtorch's autograd engine.
+    Autograd,
+    /// The same ATen kernels that autograd runs for this graph, called
+    /// directly (`cross_entropy_tch::ManualStep`): the same numbers, bit for
+    /// bit, without the engine's per-call cost.
+    Manual,
 }
 
 /// Flags every command has.
@@ -155,7 +169,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = TrainConfig::default().epochs, value_parser = at_least::<usize, 1>, allow_negative_numbers = true)]
     pub epochs: usize,
 
-    /// Rows per SGD step, reshuffled every epoch; the whole training split
+    /// Rows per optimizer step, reshuffled every epoch; the whole training split
     /// (one step per epoch, no shuffling) when not given.
     #[arg(long, value_parser = at_least::<usize, 1>, allow_negative_numbers = true)]
     pub batch_size: Option<usize>,
@@ -189,7 +203,7 @@ pub struct TrainArgs {
     pub nesterov: bool,
 
     /// betas=(B1, B2) (adam, adamw), each in [0, 1), e.g. 0.9,0.999.
-    #[arg(long, value_name = "B1,B2", value_parser = parse_betas)]
+    #[arg(long, value_name = "B1,B2", value_parser = parse_betas, allow_negative_numbers = true)]
     pub betas: Option<(f64, f64)>,
 
     /// eps (adam, adamw, rmsprop); >= 0. Default 1e-8.
@@ -213,9 +227,9 @@ pub struct TrainArgs {
     #[arg(long, value_name = "X", value_parser = parse_positive, allow_negative_numbers = true)]
     pub clip_grad_norm: Option<f64>,
 
-    /// norm_type of --clip-grad-norm: 1, 2 or inf.
-    #[arg(long, value_name = "1|2|inf", value_parser = parse_norm_type, default_value_t = TrainConfig::default().clip_norm_type)]
-    pub clip_norm_type: NormType,
+    /// norm_type of --clip-grad-norm: 1, 2 or inf (default 2).
+    #[arg(long, value_name = "1|2|inf", value_parser = parse_norm_type)]
+    pub clip_norm_type: Option<NormType>,
 
     /// torch.nn.utils.clip_grad_value_(model.parameters(), clip_value=X)
     /// after each backward (after --clip-grad-norm); X finite and > 0.

@@ -1,45 +1,14 @@
 //! `bench`: the example's step in a timed loop, what `scripts/bench.sh`
 //! measures against PyTorch's identical loop (`scripts/reference.py bench`).
 
+use super::args::Backward;
+use super::report::BenchResult;
 use anyhow::Result;
 use cross_entropy_tch::example::{ExampleConfig, ExampleSetup};
 use cross_entropy_tch::loss::cross_entropy;
 use cross_entropy_tch::ManualStep;
-use serde::Serialize;
 use tch::nn::Module;
 use tch::{Device, Kind, Tensor};
-
-/// How the timed step computes its gradients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Backward {
-    /// `optimizer.zero_grad(); loss.backward(); optimizer.step()`: the
-    /// example's lines, through libtorch's autograd engine.
-    Autograd,
-    /// The same ATen kernels that autograd runs for this graph, called
-    /// directly (see [`ManualStep`]): the same numbers, bit for bit, without
-    /// the engine's per-call cost.
-    Manual,
-}
-
-/// What one timed run measured.
-#[derive(Debug, Clone, Serialize)]
-pub struct BenchResult {
-    pub implementation: &'static str,
-    pub device: String,
-    pub threads: i32,
-    pub batch_size: i64,
-    pub features: i64,
-    pub classes: i64,
-    pub warmup: usize,
-    pub steps: usize,
-    pub backward: Backward,
-    /// Wall time of the timed steps (warm-up excluded), per step.
-    pub us_per_step: f64,
-    /// The loss on the batch after the last step (one extra forward, not
-    /// timed): equal to PyTorch's bit for bit on the CPU.
-    pub final_loss: f32,
-}
 
 /// Runs `warmup + steps` example steps (forward, loss, zero_grad, backward,
 /// step) on one batch, timing the last `steps`, from the example's

@@ -92,12 +92,9 @@ impl ExampleArgs {
 impl TrainArgs {
     /// The training config these flags describe.
     pub fn config(&self) -> Result<TrainConfig> {
-        if self.clip_norm_type != TrainConfig::default().clip_norm_type
-            && self.clip_grad_norm.is_none()
-        {
+        if let (Some(norm_type), None) = (self.clip_norm_type, self.clip_grad_norm) {
             return Err(UsageError::msg(format!(
-                "--clip-norm-type {} needs --clip-grad-norm",
-                self.clip_norm_type
+                "--clip-norm-type {norm_type} needs --clip-grad-norm"
             )));
         }
         Ok(TrainConfig {
@@ -106,7 +103,7 @@ impl TrainArgs {
             batch_size: self.batch_size,
             optimizer: self.optimizer_config()?,
             clip_grad_norm: self.clip_grad_norm,
-            clip_norm_type: self.clip_norm_type,
+            clip_norm_type: self.clip_norm_type.unwrap_or(TrainConfig::default().clip_norm_type),
             clip_grad_value: self.clip_grad_value,
             label_smoothing: self.label_smoothing,
             class_weights: self.class_weights.clone(),
@@ -150,12 +147,7 @@ impl TrainArgs {
         c.amsgrad = self.amsgrad;
         c.alpha = self.alpha.unwrap_or(c.alpha);
         c.centered = self.centered;
-        if c.nesterov && (c.momentum <= 0.0 || c.dampening != 0.0) {
-            return Err(UsageError::msg(format!(
-                "--nesterov needs --momentum > 0 and --dampening 0 (got {} and {}), as torch.optim.SGD does",
-                c.momentum, c.dampening
-            )));
-        }
+        // The arguments' own rules are the library's (`check`, below).
         Ok(c)
     }
 
@@ -180,6 +172,11 @@ impl TrainArgs {
             TrainError::CheckpointFeatures { .. } | TrainError::CheckpointClasses { .. } => {
                 format!("--load {}", self.load.as_deref().unwrap_or(Path::new("")).display())
             }
+            // `betas[0]` is --betas, `weight_decay` --weight-decay, ...
+            TrainError::Optimizer(o) => {
+                format!("--{}", o.argument().split('[').next().unwrap_or("").replace('_', "-"))
+            }
+            TrainError::Config { what, .. } => format!("--{}", what.replace('_', "-")),
             _ => return UsageError::wrap(e),
         };
         UsageError::wrap(anyhow::Error::new(e).context(flag))

@@ -1,7 +1,8 @@
 //! What programs read: the `--json` documents (the example's is the one
-//! `scripts/reference.py --json` writes from PyTorch) and the
-//! `--metrics-csv` file.
+//! `scripts/reference.py --json` writes from PyTorch; `bench`'s is the one
+//! `scripts/bench.py` reads) and the `--metrics-csv` file.
 
+use super::args::Backward;
 use anyhow::{Context, Result};
 use cross_entropy_tch::device::device_name;
 use cross_entropy_tch::example::{ExampleConfig, ExampleRun, Params};
@@ -130,4 +131,23 @@ impl<'a> EvalReport<'a> {
             confusion_matrix: &run.confusion,
         }
     }
+}
+
+/// What one timed run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub implementation: &'static str,
+    pub device: String,
+    pub threads: i32,
+    pub batch_size: i64,
+    pub features: i64,
+    pub classes: i64,
+    pub warmup: usize,
+    pub steps: usize,
+    pub backward: Backward,
+    /// Wall time of the timed steps (warm-up excluded), per step.
+    pub us_per_step: f64,
+    /// The loss on the batch after the last step (one extra forward, not
+    /// timed): equal to PyTorch's bit for bit on the CPU.
+    pub final_loss: f32,
 }

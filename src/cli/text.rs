@@ -2,7 +2,7 @@
 //! `eval`'s summaries, the per-epoch line and `bench`'s line. (The `--json`
 //! documents are `report.rs`'s, the progress bar `progress.rs`'s.)
 
-use super::bench::BenchResult;
+use super::report::BenchResult;
 use cross_entropy_tch::device::device_name;
 use cross_entropy_tch::example::{ExampleConfig, ExampleRun};
 use cross_entropy_tch::loss::cross_entropy;
