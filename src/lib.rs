@@ -41,6 +41,11 @@ pub use model::MyModel;
 pub use step::ManualStep;
 pub use training::{train, TrainConfig, TrainError};
 
+/// The README's Rust blocks, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// The libtorch version this crate was built against (read from the
 /// libtorch directory itself by `build.rs`).
 pub const LIBTORCH_VERSION: &str = env!("CE_LIBTORCH_VERSION");

@@ -16,7 +16,7 @@ mod common;
 use common::*;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -508,59 +508,17 @@ fn run_binary(c: &Case, dir: &Path) -> Run {
     }
 }
 
-/// Runs `scripts/reference.py`'s `main(argv)` on every case in one Python
-/// process, so that torch is imported once, not once a case (2 s each):
-/// each case gets its own directory, its own captured stdout and stderr,
-/// and the status `sys.exit` gives (what the interpreter would exit with).
-const DRIVER: &str = r#"
-import contextlib, importlib.util, io, json, os, sys
-spec = importlib.util.spec_from_file_location("reference", sys.argv[1])
-reference = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(reference)
-for line in sys.stdin:
-    case = json.loads(line)
-    os.chdir(case["dir"])
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            reference.main(case["args"])
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    print(json.dumps({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}), flush=True)
-"#;
-
 fn run_reference_on_all(python: &Path, cases: &[(&Case, PathBuf)]) -> Vec<Run> {
-    use std::io::Write;
-    let mut child = Command::new(python)
-        .args(["-c", DRIVER])
-        .arg(root().join("scripts/reference.py"))
-        .env_remove("REFERENCE_TRACEBACK")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running scripts/reference.py");
-    let mut stdin = child.stdin.take().expect("a stdin pipe");
-    for (c, dir) in cases {
-        let line = json!({"dir": dir, "args": c.args});
-        writeln!(stdin, "{line}").expect("writing a case to the driver");
-    }
-    drop(stdin);
-    let out = child.wait_with_output().expect("waiting for the driver");
-    assert!(out.status.success(), "the driver failed: {}", String::from_utf8_lossy(&out.stderr));
-    let runs: Vec<Run> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|line| {
-            let v: Value = serde_json::from_str(line).expect("a JSON line from the driver");
-            Run {
-                code: v["code"].as_i64().map(|c| c as i32),
-                stdout: v["stdout"].as_str().unwrap_or_default().to_string(),
-                stderr: v["stderr"].as_str().unwrap_or_default().to_string(),
-            }
+    let batch: Vec<(PathBuf, Vec<&str>)> =
+        cases.iter().map(|(c, dir)| (dir.clone(), c.args.clone())).collect();
+    run_reference_batch(python, &batch)
+        .into_iter()
+        .map(|out| Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
-        .collect();
-    assert_eq!(runs.len(), cases.len(), "one result per case from the driver");
-    runs
+        .collect()
 }
 
 #[test]

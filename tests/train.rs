@@ -209,10 +209,22 @@ fn training_is_bit_equal_to_pytorch() {
         .into_iter()
         .flat_map(|d| variants.iter().map(move |v| (d, *v)))
         .chain(optimizers.iter().map(|v| ("wine", *v)));
-    for (dataset, extra) in runs {
-        let mut args = vec!["--dataset", dataset, "--epochs", "30"];
-        args.extend_from_slice(extra);
-        let (rust, torch) = train_both(&python, &args);
+    let cases: Vec<Vec<&str>> = runs
+        .map(|(dataset, extra)| {
+            let mut args =
+                vec!["train", "--json", "--device", "cpu", "--quiet", "--dataset", dataset];
+            args.extend_from_slice(&["--epochs", "30"]);
+            args.extend_from_slice(extra);
+            args
+        })
+        .collect();
+    // PyTorch's runs in one Python process (torch imported once).
+    let batch: Vec<(PathBuf, Vec<&str>)> =
+        cases.iter().map(|args| (std::env::temp_dir(), args.clone())).collect();
+    let torch_runs = run_reference_batch(&python, &batch);
+    for (args, torch) in cases.iter().zip(torch_runs) {
+        let rust = json_of(run_bin(args), &format!("cross-entropy-tch {args:?}"));
+        let torch = json_of(torch, &format!("reference.py {args:?}"));
         assert_train_equal(&rust, &torch, &format!("{args:?}"));
     }
 }

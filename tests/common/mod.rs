@@ -4,8 +4,8 @@
 
 pub mod ce_oracle;
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output};
 use std::sync::Mutex;
 
 /// libtorch's random generator is global: tests that seed and draw from it
@@ -178,4 +178,65 @@ pub fn run_reference(python: &PathBuf, args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Runs `scripts/reference.py`'s `main(argv)` once per case, all in one
+/// Python process, so that torch is imported once, not once a case (2 s
+/// each): each case runs in its own directory with its own captured stdout
+/// and stderr, and its status is what `sys.exit` gives (what the
+/// interpreter would exit with).
+const DRIVER: &str = r#"
+import contextlib, importlib.util, io, json, os, sys
+spec = importlib.util.spec_from_file_location("reference", sys.argv[1])
+reference = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(reference)
+for line in sys.stdin:
+    case = json.loads(line)
+    os.chdir(case["dir"])
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            reference.main(case["args"])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    print(json.dumps({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}), flush=True)
+"#;
+
+/// [`DRIVER`] on `(directory, arguments)` cases; one `Output` per case.
+pub fn run_reference_batch(python: &Path, cases: &[(PathBuf, Vec<&str>)]) -> Vec<Output> {
+    use std::io::Write;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = Command::new(python)
+        .args(["-c", DRIVER])
+        .arg(root().join("scripts/reference.py"))
+        .env_remove("REFERENCE_TRACEBACK")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running scripts/reference.py");
+    let mut stdin = child.stdin.take().expect("a stdin pipe");
+    for (dir, args) in cases {
+        let line = serde_json::json!({"dir": dir, "args": args});
+        writeln!(stdin, "{line}").expect("writing a case to the driver");
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("waiting for the driver");
+    assert!(out.status.success(), "the driver failed: {}", String::from_utf8_lossy(&out.stderr));
+    let outputs: Vec<Output> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            let text = |key: &str| v[key].as_str().unwrap_or_default().as_bytes().to_vec();
+            let code = v["code"].as_i64().unwrap_or(1) as i32;
+            Output {
+                status: ExitStatus::from_raw(code << 8),
+                stdout: text("stdout"),
+                stderr: text("stderr"),
+            }
+        })
+        .collect();
+    assert_eq!(outputs.len(), cases.len(), "one result per case from the driver");
+    outputs
 }
