@@ -690,7 +690,7 @@ def train_parser():
     p.add_argument("--alpha", type=non_negative, default=None)
     p.add_argument("--centered", action="store_true")
     p.add_argument("--clip-grad-norm", type=positive, default=None)
-    p.add_argument("--clip-norm-type", type=rust_trim, choices=list(NORM_TYPES), default="2")
+    p.add_argument("--clip-norm-type", type=rust_trim, choices=list(NORM_TYPES), default=None)
     p.add_argument("--clip-grad-value", type=positive, default=None)
     p.add_argument("--label-smoothing", type=unit_interval, default=0.0)
     # Repeatable, as clap's comma-delimited list: the values add up.
@@ -739,8 +739,9 @@ def optimizer_arguments(args):
 
 
 def train_main(args):
-    if args.clip_norm_type != "2" and args.clip_grad_norm is None:
+    if args.clip_norm_type is not None and args.clip_grad_norm is None:
         raise UsageError(f"--clip-norm-type {args.clip_norm_type} needs --clip-grad-norm")
+    args.clip_norm_type = args.clip_norm_type or "2"
     optimizer_cls, optimizer_kwargs = optimizer_arguments(args)
     device = apply_common(args)
     data = load_data(args)

@@ -46,6 +46,11 @@ pub use training::{train, TrainConfig, TrainError};
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+/// The guide's Rust blocks, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide.md")]
+struct GuideDoctests;
+
 /// The libtorch version this crate was built against (read from the
 /// libtorch directory itself by `build.rs`).
 pub const LIBTORCH_VERSION: &str = env!("CE_LIBTORCH_VERSION");

@@ -216,6 +216,7 @@ fn cases() -> Vec<Case> {
             2,
         ),
         train("norm type without clipping", &["--dataset", "iris", "--clip-norm-type", "inf"], 2),
+        train("norm type 2 without clipping", &["--dataset", "iris", "--clip-norm-type", "2"], 2),
         train("no data", &[], 2),
         train("two data sources", &["--dataset", "iris", "--data", "x.csv"], 2),
         train("unknown dataset", &["--dataset", "mnist"], 2),
