@@ -689,6 +689,15 @@ def train_parser():
     p.add_argument("--amsgrad", action="store_true")
     p.add_argument("--alpha", type=non_negative, default=None)
     p.add_argument("--centered", action="store_true")
+    p.add_argument("--scheduler", choices=list(SCHEDULERS), default=None)
+    p.add_argument("--step-size", type=at_least(1, 64, signed=False), default=None)
+    p.add_argument("--gamma", type=positive, default=None)
+    p.add_argument("--milestones", type=milestone_list, action="extend", default=None)
+    p.add_argument("--t-max", type=at_least(1, 64, signed=False), default=None)
+    p.add_argument("--eta-min", type=non_negative, default=None)
+    p.add_argument("--start-factor", type=positive, default=None)
+    p.add_argument("--end-factor", type=non_negative, default=None)
+    p.add_argument("--total-iters", type=at_least(1, 64, signed=False), default=None)
     p.add_argument("--clip-grad-norm", type=positive, default=None)
     p.add_argument("--clip-norm-type", type=rust_trim, choices=list(NORM_TYPES), default=None)
     p.add_argument("--clip-grad-value", type=positive, default=None)
@@ -738,6 +747,59 @@ def optimizer_arguments(args):
     return cls, kwargs
 
 
+# --scheduler NAME: torch.optim.lr_scheduler's class and {flag: argument};
+# the arguments not given keep PyTorch's defaults (read off the class), and
+# those without one must be given.
+SCHEDULERS = {
+    "step": ("StepLR", {"step_size": "step_size", "gamma": "gamma"}),
+    "multistep": ("MultiStepLR", {"milestones": "milestones", "gamma": "gamma"}),
+    "exponential": ("ExponentialLR", {"gamma": "gamma"}),
+    "cosine": ("CosineAnnealingLR", {"t_max": "T_max", "eta_min": "eta_min"}),
+    "linear": ("LinearLR", {"start_factor": "start_factor", "end_factor": "end_factor",
+                            "total_iters": "total_iters"}),
+}
+SCHEDULER_FLAGS = ["step_size", "gamma", "milestones", "t_max", "eta_min", "start_factor",
+                   "end_factor", "total_iters"]
+
+
+def milestone_list(s):
+    """--milestones 30,80: whole numbers >= 0."""
+    return [at_least(0, 64, signed=False)(v) for v in s.split(",")]
+
+
+def scheduler_of(args, optimizer):
+    """The scheduler the flags ask for, or None; refuses what the binary refuses."""
+    flag = lambda name: "--" + name.replace("_", "-")
+    if args.scheduler is None:
+        for name in SCHEDULER_FLAGS:
+            if getattr(args, name) is not None:
+                raise UsageError(f"{flag(name)} needs --scheduler")
+        return None
+    cls_name, takes = SCHEDULERS[args.scheduler]
+    for name in SCHEDULER_FLAGS:
+        if getattr(args, name) is not None and name not in takes:
+            raise UsageError(f"{flag(name)} is not an argument of --scheduler {args.scheduler}")
+    cls = getattr(torch.optim.lr_scheduler, cls_name)
+    defaults = inspect.signature(cls.__init__).parameters
+    kwargs = {}
+    for name, torch_name in takes.items():
+        value = getattr(args, name)
+        if value is None:
+            default = defaults[torch_name].default
+            if default is inspect.Parameter.empty:
+                raise UsageError(f"--scheduler {args.scheduler} needs {flag(name)}")
+            value = default
+        kwargs[torch_name] = value
+    if "milestones" in kwargs and any(a >= b for a, b in zip(kwargs["milestones"],
+                                                             kwargs["milestones"][1:])):
+        raise UsageError("--milestones: milestones must be increasing")
+    if "start_factor" in kwargs and not 0 < kwargs["start_factor"] <= 1:
+        raise UsageError("--start-factor: start_factor must be in (0, 1]")
+    if "end_factor" in kwargs and not 0 <= kwargs["end_factor"] <= 1:
+        raise UsageError("--end-factor: end_factor must be in [0, 1]")
+    return cls(optimizer, **kwargs)
+
+
 def train_main(args):
     if args.clip_norm_type is not None and args.clip_grad_norm is None:
         raise UsageError(f"--clip-norm-type {args.clip_norm_type} needs --clip-grad-norm")
@@ -780,6 +842,7 @@ def train_main(args):
     x_test, y_test = xs[test_idx].to(device), y[test_idx].to(device)
     n_train = len(y_train)
     optimizer = optimizer_cls(model.parameters(), **optimizer_kwargs)
+    scheduler = scheduler_of(args, optimizer)
     weight = None if weights is None else torch.tensor(weights, dtype=torch.float32).to(device)
     loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=args.label_smoothing)
     batch = min(args.batch_size or n_train, n_train)
@@ -805,6 +868,7 @@ def train_main(args):
     epochs = []
     start = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
         if batch >= n_train:
             step(x_train, y_train, epoch, 1)
         else:
@@ -818,8 +882,11 @@ def train_main(args):
             raise Failure(f"training diverged: the train loss is {train_loss} after epoch "
                           f"{epoch} of {args.epochs} (its steps' losses were finite); "
                           f"lower --lr (now {optimizer_kwargs['lr']:e})")
-        epochs.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-                       "test_loss": test_loss, "test_accuracy": test_acc})
+        epochs.append({"epoch": epoch, "lr": lr, "train_loss": train_loss,
+                       "train_accuracy": train_acc, "test_loss": test_loss,
+                       "test_accuracy": test_acc})
+        if scheduler is not None:
+            scheduler.step()
         if not args.quiet and not args.json:
             print(f"epoch {epoch}/{args.epochs}: train loss {train_loss:.4f} acc {train_acc:.3f} | "
                   f"test loss {test_loss:.4f} acc {test_acc:.3f}")

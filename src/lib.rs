@@ -10,6 +10,7 @@
 //! - [`example`]: the example's program (forward, loss, zero_grad, backward, step);
 //! - [`optim`]: `torch.optim`'s SGD, Adam, AdamW and RMSprop and
 //!   `clip_grad_norm_`/`clip_grad_value_`, bit for bit (tch's Adam is not);
+//! - [`schedule`]: learning-rate schedulers with PyTorch's recursive formulas;
 //! - [`step`]: the exact fast step (the same gradients without autograd);
 //! - [`data`]: the bundled data sets, the CSV reader, split, standardization;
 //! - [`training`]: the training loop (config in, per-epoch metrics out
@@ -32,6 +33,7 @@ pub mod init;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod schedule;
 pub mod step;
 pub mod training;
 

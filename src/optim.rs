@@ -238,8 +238,8 @@ impl std::error::Error for OptimizerError {}
 
 /// A built optimizer: `optimizer.zero_grad()`, `optimizer.step()`.
 pub enum Optimizer {
-    /// libtorch's C++ SGD (already `torch.optim.SGD`'s updates).
-    Tch(nn::Optimizer),
+    /// libtorch's C++ SGD (already `torch.optim.SGD`'s updates), and its lr.
+    Tch(nn::Optimizer, f64),
     /// `torch.optim.Adam` / `AdamW`, computed as the Python computes it.
     Adam(Adam),
     /// `torch.optim.RMSprop`, computed as the Python computes it.
@@ -260,6 +260,7 @@ impl Optimizer {
                     nesterov: c.nesterov,
                 }
                 .build(vs, c.lr)?,
+                c.lr,
             ),
             OptimizerKind::RmsProp => Optimizer::RmsProp(RmsProp::new(vs, c)?),
             OptimizerKind::Adam | OptimizerKind::AdamW => Optimizer::Adam(Adam::new(vs, c)?),
@@ -270,7 +271,7 @@ impl Optimizer {
     /// `zero_grad`), as PyTorch does by default.
     pub fn zero_grad(&mut self) {
         match self {
-            Optimizer::Tch(o) => o.zero_grad(),
+            Optimizer::Tch(o, _) => o.zero_grad(),
             Optimizer::Adam(a) => a.zero_grad.zero_grad(),
             Optimizer::RmsProp(r) => r.zero_grad.zero_grad(),
         }
@@ -279,12 +280,35 @@ impl Optimizer {
     /// `optimizer.step()`.
     pub fn step(&mut self) -> Result<(), TchError> {
         match self {
-            Optimizer::Tch(o) => {
+            Optimizer::Tch(o, _) => {
                 o.step();
                 Ok(())
             }
             Optimizer::Adam(a) => a.step(),
             Optimizer::RmsProp(r) => r.step(),
+        }
+    }
+}
+
+impl Optimizer {
+    /// `optimizer.param_groups[0]["lr"]`.
+    pub fn lr(&self) -> f64 {
+        match self {
+            Optimizer::Tch(_, lr) => *lr,
+            Optimizer::Adam(a) => a.lr,
+            Optimizer::RmsProp(r) => r.lr,
+        }
+    }
+
+    /// `for g in optimizer.param_groups: g["lr"] = lr`, what a scheduler does.
+    pub fn set_lr(&mut self, lr: f64) {
+        match self {
+            Optimizer::Tch(o, current) => {
+                o.set_lr(lr);
+                *current = lr;
+            }
+            Optimizer::Adam(a) => a.lr = lr,
+            Optimizer::RmsProp(r) => r.lr = lr,
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::example::host_copy;
 use crate::loss::{CrossEntropyLoss, LossError};
 use crate::model::MyModel;
 use crate::optim::{self, NormType, Optimizer, OptimizerConfig, OptimizerError};
+use crate::schedule::{ScheduleError, Scheduler, SchedulerConfig};
 use serde::Serialize;
 use std::fmt;
 use tch::nn::{self, Module};
@@ -29,6 +30,8 @@ pub enum TrainError {
     Diverged { loss: f32, epoch: usize, epochs: usize, step: Option<(i64, i64)>, lr: f64 },
     /// An optimizer argument that makes no sense.
     Optimizer(OptimizerError),
+    /// A scheduler argument that makes no sense.
+    Schedule(ScheduleError),
     /// Another setting outside its range (`what` is the config's field).
     Config { what: &'static str, rule: &'static str },
     /// The loss refused its arguments.
@@ -67,6 +70,7 @@ impl fmt::Display for TrainError {
                 "training diverged: the train loss is {loss} after epoch {epoch} of {epochs} (its steps' losses were finite); lower the learning rate (now {lr:e})"
             ),
             TrainError::Optimizer(e) => e.fmt(f),
+            TrainError::Schedule(e) => e.fmt(f),
             TrainError::Config { what, rule } => write!(f, "{what} must be {rule}"),
             TrainError::Loss(e) => e.fmt(f),
             TrainError::Torch(e) => write!(f, "libtorch: {e}"),
@@ -106,6 +110,9 @@ pub struct TrainConfig {
     /// The optimizer and its arguments (`torch.optim.SGD(lr=0.5)` by default).
     #[serde(flatten)]
     pub optimizer: OptimizerConfig,
+    /// A learning-rate scheduler, stepped once per epoch (after the epoch's
+    /// steps and evaluation), when given.
+    pub scheduler: Option<SchedulerConfig>,
     /// `torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)` after
     /// each backward, when given.
     pub clip_grad_norm: Option<f64>,
@@ -129,6 +136,7 @@ impl Default for TrainConfig {
             epochs: 200,
             batch_size: None,
             optimizer: OptimizerConfig::default(),
+            scheduler: None,
             clip_grad_norm: None,
             clip_norm_type: NormType::Two,
             clip_grad_value: None,
@@ -144,6 +152,8 @@ impl Default for TrainConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct EpochMetrics {
     pub epoch: usize,
+    /// The learning rate the epoch's steps used.
+    pub lr: f64,
     pub train_loss: f32,
     pub train_accuracy: f64,
     pub test_loss: f32,
@@ -229,6 +239,8 @@ pub fn train(
     let n_train = x_train.size()[0];
 
     let mut optimizer = Optimizer::build(&vs, &config.optimizer)?;
+    // scheduler = torch.optim.lr_scheduler.<Name>(optimizer, ...)
+    let mut scheduler = config.scheduler.clone().map(|c| Scheduler::new(c, &mut optimizer));
     let clip = Clip {
         params: vs.trainable_variables(),
         norm: config.clip_grad_norm.map(|max| (max, config.clip_norm_type)),
@@ -260,6 +272,7 @@ pub fn train(
         lr: config.optimizer.lr,
     };
     for epoch in 1..=config.epochs {
+        let lr = optimizer.lr();
         if batch >= n_train {
             let loss = train_step(&model, &loss_fn, &mut optimizer, &clip, &x_train, &y_train)?;
             if !loss.is_finite() {
@@ -280,12 +293,16 @@ pub fn train(
         }
         let (train_loss, train_accuracy) = evaluate(&model, &loss_fn, &x_train, &y_train)?;
         let (test_loss, test_accuracy) = evaluate(&model, &loss_fn, &x_test, &y_test)?;
-        let metrics = EpochMetrics { epoch, train_loss, train_accuracy, test_loss, test_accuracy };
+        let metrics =
+            EpochMetrics { epoch, lr, train_loss, train_accuracy, test_loss, test_accuracy };
         if !train_loss.is_finite() {
             return Err(diverged(train_loss, epoch, None));
         }
         on_epoch(&metrics);
         epochs.push(metrics);
+        if let Some(s) = &mut scheduler {
+            s.step(&mut optimizer); // scheduler.step(), once per epoch
+        }
     }
     let seconds = start.elapsed().as_secs_f64();
 
@@ -333,6 +350,9 @@ pub fn check_train(
     }
     crate::data::split_sizes(data.rows, config.test_fraction)?;
     config.optimizer.check().map_err(TrainError::Optimizer)?;
+    if let Some(s) = &config.scheduler {
+        s.check().map_err(TrainError::Schedule)?;
+    }
     let bad = |what, rule| Err(TrainError::Config { what, rule });
     if config.epochs == 0 {
         return bad("epochs", "at least 1");

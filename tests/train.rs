@@ -79,7 +79,7 @@ fn assert_train_equal(rust: &Value, torch: &Value, what: &str) {
                 b[key]
             );
         }
-        for key in ["epoch", "train_accuracy", "test_accuracy"] {
+        for key in ["epoch", "lr", "train_accuracy", "test_accuracy"] {
             assert_eq!(a[key].as_f64(), b[key].as_f64(), "{what}: epoch {} {key}", a["epoch"]);
         }
     }
@@ -204,6 +204,13 @@ fn training_is_bit_equal_to_pytorch() {
             "inf",
         ],
         &["--batch-size", "16", "--clip-grad-value", "0.01", "--clip-grad-norm", "0.3"],
+        // torch.optim.lr_scheduler, stepped per epoch: the lr of every epoch
+        // equal as f64, the training bit for bit.
+        &["--scheduler", "step", "--step-size", "7", "--gamma", "0.5"],
+        &["--scheduler", "multistep", "--milestones", "5,12,20", "--batch-size", "16"],
+        &["--scheduler", "exponential", "--gamma", "0.9", "--optimizer", "adam", "--lr", "0.05"],
+        &["--scheduler", "cosine", "--t-max", "7", "--eta-min", "0.01"],
+        &["--scheduler", "linear", "--optimizer", "rmsprop", "--total-iters", "12"],
     ];
     let runs = ["iris", "wine"]
         .into_iter()
@@ -408,7 +415,8 @@ fn train_writes_the_plot_the_csv_and_the_checkpoint() {
     assert!(svg.matches("<polyline").count() >= 4, "four curves expected");
     let csv = std::fs::read_to_string(&csv).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "epoch,train_loss,train_accuracy,test_loss,test_accuracy");
+    assert_eq!(lines[0], "epoch,lr,train_loss,train_accuracy,test_loss,test_accuracy");
+    assert!(lines[1].starts_with("1,0.5,"), "the lr of epoch 1: {}", lines[1]);
     assert_eq!(lines.len(), 51);
     assert!(lines[50].starts_with("50,"));
     assert_eq!(Checkpoint::read(&ck).unwrap().classes, 3);

@@ -222,6 +222,46 @@ pub struct TrainArgs {
     #[arg(long)]
     pub centered: bool,
 
+    /// A learning-rate scheduler from torch.optim.lr_scheduler, stepped once
+    /// per epoch: step (StepLR: --step-size, --gamma), multistep
+    /// (MultiStepLR: --milestones, --gamma), exponential (ExponentialLR:
+    /// --gamma), cosine (CosineAnnealingLR: --t-max, --eta-min), linear
+    /// (LinearLR: --start-factor, --end-factor, --total-iters).
+    #[arg(long, value_parser = ["step", "multistep", "exponential", "cosine", "linear"])]
+    pub scheduler: Option<String>,
+
+    /// step_size of StepLR (epochs).
+    #[arg(long, value_parser = at_least::<usize, 1>, allow_negative_numbers = true)]
+    pub step_size: Option<usize>,
+
+    /// gamma of StepLR, MultiStepLR (default 0.1) and ExponentialLR; > 0.
+    #[arg(long, value_parser = parse_positive, allow_negative_numbers = true)]
+    pub gamma: Option<f64>,
+
+    /// milestones of MultiStepLR: increasing epochs, comma separated.
+    #[arg(long, value_delimiter = ',', value_parser = at_least::<usize, 0>, allow_negative_numbers = true)]
+    pub milestones: Option<Vec<usize>>,
+
+    /// T_max of CosineAnnealingLR (epochs).
+    #[arg(long, value_parser = at_least::<usize, 1>, allow_negative_numbers = true)]
+    pub t_max: Option<usize>,
+
+    /// eta_min of CosineAnnealingLR (default 0); >= 0.
+    #[arg(long, value_parser = parse_non_negative, allow_negative_numbers = true)]
+    pub eta_min: Option<f64>,
+
+    /// start_factor of LinearLR (default 1/3), in (0, 1].
+    #[arg(long, value_parser = parse_positive, allow_negative_numbers = true)]
+    pub start_factor: Option<f64>,
+
+    /// end_factor of LinearLR (default 1), in [0, 1].
+    #[arg(long, value_parser = parse_non_negative, allow_negative_numbers = true)]
+    pub end_factor: Option<f64>,
+
+    /// total_iters of LinearLR (default 5 epochs).
+    #[arg(long, value_parser = at_least::<usize, 1>, allow_negative_numbers = true)]
+    pub total_iters: Option<usize>,
+
     /// torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=X) after
     /// each backward; X finite and > 0.
     #[arg(long, value_name = "X", value_parser = parse_positive, allow_negative_numbers = true)]

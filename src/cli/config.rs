@@ -8,6 +8,7 @@ use anyhow::Result;
 use cross_entropy_tch::checkpoint::Checkpoint;
 use cross_entropy_tch::data::Dataset;
 use cross_entropy_tch::optim::{OptimizerConfig, OptimizerKind};
+use cross_entropy_tch::schedule::SchedulerConfig;
 use cross_entropy_tch::training::{self, TrainError};
 use cross_entropy_tch::{ExampleConfig, TrainConfig};
 use std::fmt;
@@ -102,6 +103,7 @@ impl TrainArgs {
             epochs: self.epochs,
             batch_size: self.batch_size,
             optimizer: self.optimizer_config()?,
+            scheduler: self.scheduler_config()?,
             clip_grad_norm: self.clip_grad_norm,
             clip_norm_type: self.clip_norm_type.unwrap_or(TrainConfig::default().clip_norm_type),
             clip_grad_value: self.clip_grad_value,
@@ -151,6 +153,65 @@ impl TrainArgs {
         Ok(c)
     }
 
+    /// `--scheduler` and its arguments, on PyTorch's defaults; an argument
+    /// of another scheduler is refused, a required one missing is asked for.
+    fn scheduler_config(&self) -> Result<Option<SchedulerConfig>> {
+        use cross_entropy_tch::schedule::{DEFAULT_ETA_MIN, DEFAULT_GAMMA, LINEAR_DEFAULTS};
+        let given = [
+            ("--step-size", self.step_size.is_some()),
+            ("--gamma", self.gamma.is_some()),
+            ("--milestones", self.milestones.is_some()),
+            ("--t-max", self.t_max.is_some()),
+            ("--eta-min", self.eta_min.is_some()),
+            ("--start-factor", self.start_factor.is_some()),
+            ("--end-factor", self.end_factor.is_some()),
+            ("--total-iters", self.total_iters.is_some()),
+        ];
+        let Some(name) = self.scheduler.as_deref() else {
+            if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+                return Err(UsageError::msg(format!("{flag} needs --scheduler")));
+            }
+            return Ok(None);
+        };
+        let takes: &[&str] = match name {
+            "step" => &["--step-size", "--gamma"],
+            "multistep" => &["--milestones", "--gamma"],
+            "exponential" => &["--gamma"],
+            "cosine" => &["--t-max", "--eta-min"],
+            _ => &["--start-factor", "--end-factor", "--total-iters"],
+        };
+        for (flag, is_given) in given {
+            if is_given && !takes.contains(&flag) {
+                return Err(UsageError::msg(format!(
+                    "{flag} is not an argument of --scheduler {name}"
+                )));
+            }
+        }
+        let required = |flag: &str| UsageError::msg(format!("--scheduler {name} needs {flag}"));
+        Ok(Some(match name {
+            "step" => SchedulerConfig::Step {
+                step_size: self.step_size.ok_or_else(|| required("--step-size"))?,
+                gamma: self.gamma.unwrap_or(DEFAULT_GAMMA),
+            },
+            "multistep" => SchedulerConfig::MultiStep {
+                milestones: self.milestones.clone().ok_or_else(|| required("--milestones"))?,
+                gamma: self.gamma.unwrap_or(DEFAULT_GAMMA),
+            },
+            "exponential" => SchedulerConfig::Exponential {
+                gamma: self.gamma.ok_or_else(|| required("--gamma"))?,
+            },
+            "cosine" => SchedulerConfig::Cosine {
+                t_max: self.t_max.ok_or_else(|| required("--t-max"))?,
+                eta_min: self.eta_min.unwrap_or(DEFAULT_ETA_MIN),
+            },
+            _ => SchedulerConfig::Linear {
+                start_factor: self.start_factor.unwrap_or(LINEAR_DEFAULTS.0),
+                end_factor: self.end_factor.unwrap_or(LINEAR_DEFAULTS.1),
+                total_iters: self.total_iters.unwrap_or(LINEAR_DEFAULTS.2),
+            },
+        }))
+    }
+
     /// Checks that the data, the config and the `--load` checkpoint fit
     /// together, naming the flag at fault.
     pub fn check(
@@ -177,6 +238,7 @@ impl TrainArgs {
                 format!("--{}", o.argument().split('[').next().unwrap_or("").replace('_', "-"))
             }
             TrainError::Config { what, .. } => format!("--{}", what.replace('_', "-")),
+            TrainError::Schedule(e) => format!("--{}", e.what.replace('_', "-")),
             _ => return UsageError::wrap(e),
         };
         UsageError::wrap(anyhow::Error::new(e).context(flag))

@@ -67,11 +67,11 @@ fn vector(t: &Tensor) -> Result<Vec<f32>> {
 
 /// The `--metrics-csv` file.
 pub fn metrics_csv(run: &TrainRun) -> String {
-    let mut s = String::from("epoch,train_loss,train_accuracy,test_loss,test_accuracy\n");
+    let mut s = String::from("epoch,lr,train_loss,train_accuracy,test_loss,test_accuracy\n");
     for m in &run.epochs {
         s += &format!(
-            "{},{},{},{},{}\n",
-            m.epoch, m.train_loss, m.train_accuracy, m.test_loss, m.test_accuracy
+            "{},{},{},{},{},{}\n",
+            m.epoch, m.lr, m.train_loss, m.train_accuracy, m.test_loss, m.test_accuracy
         );
     }
     s

@@ -147,6 +147,9 @@ pub fn train_summary(run: &TrainRun, written: &[String]) -> String {
         _ => "full batch".to_string(),
     };
     let mut optim = optimizer_text(&c.optimizer);
+    if let Some(s) = &c.scheduler {
+        optim += &format!(", {}", s.torch_name());
+    }
     if let Some(max) = c.clip_grad_norm {
         optim += &format!(", clip_grad_norm_ {max} (norm {})", c.clip_norm_type);
     }
