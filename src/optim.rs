@@ -313,6 +313,29 @@ impl Optimizer {
     }
 }
 
+/// One state per trainable variable of `vs` (in `model.parameters()`'s
+/// order), made by `make(param, zeros)`, where `zeros()` is a fresh
+/// `torch.zeros_like(param)`: the `state[p]` of a `torch.optim` optimizer.
+fn param_states<S>(
+    vs: &nn::VarStore,
+    mut make: impl FnMut(Tensor, &dyn Fn() -> Result<Tensor, TchError>) -> Result<S, TchError>,
+) -> Result<Vec<S>, TchError> {
+    vs.trainable_variables()
+        .into_iter()
+        .map(|param| {
+            let like = param.shallow_clone();
+            make(param, &move || like.f_zeros_like())
+        })
+        .collect()
+}
+
+/// A libtorch optimizer over `vs` used only for its `zero_grad`, which sets
+/// the gradients to None as PyTorch's does (tch has no other way to reset a
+/// gradient).
+fn set_to_none(vs: &nn::VarStore) -> Result<nn::Optimizer, TchError> {
+    nn::Sgd::default().build(vs, 0.0)
+}
+
 /// One parameter's state: `state[p]` of `torch.optim.Adam`.
 struct AdamState {
     param: Tensor,
@@ -361,27 +384,21 @@ pub struct Adam {
     eps: f64,
     weight_decay: f64,
     decoupled: bool,
-    /// libtorch's optimizer over the same variables, for `zero_grad`'s
-    /// set-to-None (tch has no other way to reset a gradient).
+    /// For `zero_grad` (see [`set_to_none`]).
     zero_grad: nn::Optimizer,
 }
 
 impl Adam {
     fn new(vs: &nn::VarStore, c: &OptimizerConfig) -> Result<Adam, TchError> {
-        let states = vs
-            .trainable_variables()
-            .into_iter()
-            .map(|param| {
-                let zeros = || param.f_zeros_like();
-                Ok(AdamState {
-                    step: 0.0,
-                    exp_avg: zeros()?,
-                    exp_avg_sq: zeros()?,
-                    max_exp_avg_sq: if c.amsgrad { Some(zeros()?) } else { None },
-                    param,
-                })
+        let states = param_states(vs, |param, zeros| {
+            Ok(AdamState {
+                step: 0.0,
+                exp_avg: zeros()?,
+                exp_avg_sq: zeros()?,
+                max_exp_avg_sq: if c.amsgrad { Some(zeros()?) } else { None },
+                param,
             })
-            .collect::<Result<Vec<_>, TchError>>()?;
+        })?;
         Ok(Adam {
             states,
             lr: c.lr,
@@ -389,7 +406,7 @@ impl Adam {
             eps: c.eps,
             weight_decay: c.weight_decay,
             decoupled: c.kind == OptimizerKind::AdamW,
-            zero_grad: nn::Sgd::default().build(vs, 0.0)?,
+            zero_grad: set_to_none(vs)?,
         })
     }
 
@@ -516,25 +533,20 @@ pub struct RmsProp {
     eps: f64,
     weight_decay: f64,
     momentum: f64,
-    /// See [`Adam`]'s.
+    /// For `zero_grad` (see [`set_to_none`]).
     zero_grad: nn::Optimizer,
 }
 
 impl RmsProp {
     fn new(vs: &nn::VarStore, c: &OptimizerConfig) -> Result<RmsProp, TchError> {
-        let states = vs
-            .trainable_variables()
-            .into_iter()
-            .map(|param| {
-                let zeros = || param.f_zeros_like();
-                Ok(RmsPropState {
-                    square_avg: zeros()?,
-                    grad_avg: if c.centered { Some(zeros()?) } else { None },
-                    momentum_buffer: if c.momentum > 0.0 { Some(zeros()?) } else { None },
-                    param,
-                })
+        let states = param_states(vs, |param, zeros| {
+            Ok(RmsPropState {
+                square_avg: zeros()?,
+                grad_avg: if c.centered { Some(zeros()?) } else { None },
+                momentum_buffer: if c.momentum > 0.0 { Some(zeros()?) } else { None },
+                param,
             })
-            .collect::<Result<Vec<_>, TchError>>()?;
+        })?;
         Ok(RmsProp {
             states,
             lr: c.lr,
@@ -542,7 +554,7 @@ impl RmsProp {
             eps: c.eps,
             weight_decay: c.weight_decay,
             momentum: c.momentum,
-            zero_grad: nn::Sgd::default().build(vs, 0.0)?,
+            zero_grad: set_to_none(vs)?,
         })
     }
 
