@@ -698,6 +698,23 @@ def train_parser():
     p.add_argument("--start-factor", type=positive, default=None)
     p.add_argument("--end-factor", type=non_negative, default=None)
     p.add_argument("--total-iters", type=at_least(1, 64, signed=False), default=None)
+    p.add_argument("--max-lr", type=positive, default=None)
+    p.add_argument("--pct-start", type=unit_interval, default=None)
+    p.add_argument("--anneal-strategy", choices=["cos", "linear"], default=None)
+    p.add_argument("--no-cycle-momentum", action="store_true")
+    p.add_argument("--base-momentum", type=unit_interval, default=None)
+    p.add_argument("--max-momentum", type=unit_interval, default=None)
+    p.add_argument("--div-factor", type=positive, default=None)
+    p.add_argument("--final-div-factor", type=positive, default=None)
+    p.add_argument("--three-phase", action="store_true")
+    p.add_argument("--warmup-epochs", type=at_least(1, 64, signed=False), default=None)
+    p.add_argument("--mode", choices=["min", "max"], default=None)
+    p.add_argument("--factor", type=positive, default=None)
+    p.add_argument("--patience", type=at_least(0, 64, signed=False), default=None)
+    p.add_argument("--threshold", type=non_negative, default=None)
+    p.add_argument("--threshold-mode", choices=["rel", "abs"], default=None)
+    p.add_argument("--cooldown", type=at_least(0, 64, signed=False), default=None)
+    p.add_argument("--min-lr", type=non_negative, default=None)
     p.add_argument("--clip-grad-norm", type=positive, default=None)
     p.add_argument("--clip-norm-type", type=rust_trim, choices=list(NORM_TYPES), default=None)
     p.add_argument("--clip-grad-value", type=positive, default=None)
@@ -730,7 +747,7 @@ def optimizer_arguments(args):
     for flag in ["momentum", "dampening", "nesterov", "betas", "eps", "amsgrad", "alpha",
                  "centered"]:
         given = getattr(args, flag)
-        if given not in (None, False) and flag not in takes:
+        if given is not None and given is not False and flag not in takes:
             users = " or ".join(n for n, (_, t) in OPTIMIZERS.items() if flag in t)
             raise UsageError(f"--{flag} is an argument of --optimizer {users}, not of "
                              f"{args.optimizer}")
@@ -738,7 +755,8 @@ def optimizer_arguments(args):
     kwargs = {}
     for name in takes:
         given = getattr(args, name)
-        kwargs[name] = given if given not in (None, False) else defaults[name].default
+        # (`is`: 0 == False, and --eps 0 is a value.)
+        kwargs[name] = given if given is not None and given is not False else defaults[name].default
     if args.optimizer == "sgd" and args.lr is None:
         kwargs["lr"] = SGD_LR
     if kwargs.get("nesterov") and (kwargs["momentum"] <= 0 or kwargs["dampening"] != 0):
@@ -749,7 +767,8 @@ def optimizer_arguments(args):
 
 # --scheduler NAME: torch.optim.lr_scheduler's class and {flag: argument};
 # the arguments not given keep PyTorch's defaults (read off the class), and
-# those without one must be given.
+# those without one must be given. warmup-cosine is SequentialLR of a
+# LinearLR warm-up and a CosineAnnealingLR (built in scheduler_of).
 SCHEDULERS = {
     "step": ("StepLR", {"step_size": "step_size", "gamma": "gamma"}),
     "multistep": ("MultiStepLR", {"milestones": "milestones", "gamma": "gamma"}),
@@ -757,9 +776,22 @@ SCHEDULERS = {
     "cosine": ("CosineAnnealingLR", {"t_max": "T_max", "eta_min": "eta_min"}),
     "linear": ("LinearLR", {"start_factor": "start_factor", "end_factor": "end_factor",
                             "total_iters": "total_iters"}),
+    "onecycle": ("OneCycleLR", {"max_lr": "max_lr", "pct_start": "pct_start",
+                                "anneal_strategy": "anneal_strategy",
+                                "no_cycle_momentum": "cycle_momentum",
+                                "base_momentum": "base_momentum", "max_momentum": "max_momentum",
+                                "div_factor": "div_factor", "final_div_factor": "final_div_factor",
+                                "three_phase": "three_phase"}),
+    "warmup-cosine": ("SequentialLR", {"warmup_epochs": None, "start_factor": "start_factor",
+                                       "t_max": "T_max", "eta_min": "eta_min"}),
+    "plateau": ("ReduceLROnPlateau", {"mode": "mode", "factor": "factor", "patience": "patience",
+                                      "threshold": "threshold", "threshold_mode": "threshold_mode",
+                                      "cooldown": "cooldown", "min_lr": "min_lr"}),
 }
-SCHEDULER_FLAGS = ["step_size", "gamma", "milestones", "t_max", "eta_min", "start_factor",
-                   "end_factor", "total_iters"]
+SCHEDULER_FLAGS = sorted({f for _, takes in SCHEDULERS.values() for f in takes})
+# Where warmup-cosine's arguments' defaults are read from.
+WARMUP_COSINE_CLASSES = {"start_factor": "LinearLR", "T_max": "CosineAnnealingLR",
+                         "eta_min": "CosineAnnealingLR"}
 
 
 def milestone_list(s):
@@ -767,29 +799,47 @@ def milestone_list(s):
     return [at_least(0, 64, signed=False)(v) for v in s.split(",")]
 
 
-def scheduler_of(args, optimizer):
+def scheduler_of(args, optimizer, steps_per_epoch):
     """The scheduler the flags ask for, or None; refuses what the binary refuses."""
     flag = lambda name: "--" + name.replace("_", "-")
+    # (`is`, not `in (None, False)`: 0 == False, and 0 is a value.)
+    given = lambda name: getattr(args, name) is not None and getattr(args, name) is not False
     if args.scheduler is None:
         for name in SCHEDULER_FLAGS:
-            if getattr(args, name) is not None:
+            if given(name):
                 raise UsageError(f"{flag(name)} needs --scheduler")
         return None
     cls_name, takes = SCHEDULERS[args.scheduler]
     for name in SCHEDULER_FLAGS:
-        if getattr(args, name) is not None and name not in takes:
+        if given(name) and name not in takes:
             raise UsageError(f"{flag(name)} is not an argument of --scheduler {args.scheduler}")
-    cls = getattr(torch.optim.lr_scheduler, cls_name)
-    defaults = inspect.signature(cls.__init__).parameters
+    sched = torch.optim.lr_scheduler
     kwargs = {}
     for name, torch_name in takes.items():
+        if torch_name is None:
+            continue
+        if name == "no_cycle_momentum":
+            kwargs[torch_name] = not args.no_cycle_momentum
+            continue
         value = getattr(args, name)
-        if value is None:
-            default = defaults[torch_name].default
+        if not given(name):
+            owner = WARMUP_COSINE_CLASSES.get(torch_name, cls_name)
+            default = inspect.signature(getattr(sched, owner).__init__).parameters[torch_name].default
             if default is inspect.Parameter.empty:
+                if args.scheduler == "warmup-cosine" and torch_name == "T_max":
+                    continue  # the epochs after the warm-up, below
                 raise UsageError(f"--scheduler {args.scheduler} needs {flag(name)}")
             value = default
         kwargs[torch_name] = value
+    warmup = args.warmup_epochs
+    if args.scheduler == "warmup-cosine":
+        if warmup is None:
+            raise UsageError("--scheduler warmup-cosine needs --warmup-epochs")
+        if "T_max" not in kwargs:
+            if args.epochs <= warmup:
+                raise UsageError(f"--warmup-epochs {warmup} leaves no epoch of --epochs "
+                                 f"{args.epochs} for the cosine; give --t-max")
+            kwargs["T_max"] = args.epochs - warmup
     if "milestones" in kwargs and any(a >= b for a, b in zip(kwargs["milestones"],
                                                              kwargs["milestones"][1:])):
         raise UsageError("--milestones: milestones must be increasing")
@@ -797,7 +847,29 @@ def scheduler_of(args, optimizer):
         raise UsageError("--start-factor: start_factor must be in (0, 1]")
     if "end_factor" in kwargs and not 0 <= kwargs["end_factor"] <= 1:
         raise UsageError("--end-factor: end_factor must be in [0, 1]")
-    return cls(optimizer, **kwargs)
+    if args.scheduler == "onecycle":
+        for name in ["base_momentum", "max_momentum"]:
+            if not 0 <= kwargs[name] < 1:
+                raise UsageError(f"{flag(name)}: {name} must be in [0, 1)")
+        total = args.epochs * steps_per_epoch
+        # OneCycleLR divides by each phase's length: PyTorch fails with a
+        # ZeroDivisionError at a first phase ending at step 0 or an empty last one.
+        p = kwargs["pct_start"]
+        ends = ([p * total - 1, 2 * p * total - 2, total - 1] if kwargs["three_phase"]
+                else [p * total - 1, total - 1])
+        if ends[0] == 0 or ends[-1] == ends[-2]:
+            raise UsageError("--pct-start: pct_start must be such that no phase of the cycle is "
+                             "empty (not 1, and not 1 / total steps)")
+        return sched.OneCycleLR(optimizer, epochs=args.epochs, steps_per_epoch=steps_per_epoch,
+                                **kwargs)
+    if args.scheduler == "warmup-cosine":
+        return sched.SequentialLR(optimizer, [
+            sched.LinearLR(optimizer, start_factor=kwargs["start_factor"], total_iters=warmup),
+            sched.CosineAnnealingLR(optimizer, T_max=kwargs["T_max"], eta_min=kwargs["eta_min"]),
+        ], milestones=[warmup])
+    if args.scheduler == "plateau" and not 0 < kwargs["factor"] < 1:
+        raise UsageError("--factor: factor must be in (0, 1)")
+    return getattr(sched, cls_name)(optimizer, **kwargs)
 
 
 def train_main(args):
@@ -842,11 +914,12 @@ def train_main(args):
     x_test, y_test = xs[test_idx].to(device), y[test_idx].to(device)
     n_train = len(y_train)
     optimizer = optimizer_cls(model.parameters(), **optimizer_kwargs)
-    scheduler = scheduler_of(args, optimizer)
-    weight = None if weights is None else torch.tensor(weights, dtype=torch.float32).to(device)
-    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=args.label_smoothing)
     batch = min(args.batch_size or n_train, n_train)
     steps_per_epoch = -(-n_train // batch)
+    scheduler = scheduler_of(args, optimizer, steps_per_epoch)
+    per_batch = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
+    weight = None if weights is None else torch.tensor(weights, dtype=torch.float32).to(device)
+    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=args.label_smoothing)
 
     def step(xb, yb, epoch, k):
         outputs = model(xb)
@@ -864,6 +937,8 @@ def train_main(args):
         if args.clip_grad_value is not None:
             torch.nn.utils.clip_grad_value_(model.parameters(), args.clip_grad_value)
         optimizer.step()
+        if per_batch:
+            scheduler.step()
 
     epochs = []
     start = time.perf_counter()
@@ -885,7 +960,9 @@ def train_main(args):
         epochs.append({"epoch": epoch, "lr": lr, "train_loss": train_loss,
                        "train_accuracy": train_acc, "test_loss": test_loss,
                        "test_accuracy": test_acc})
-        if scheduler is not None:
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(test_loss if scheduler.mode == "min" else test_acc)
+        elif scheduler is not None and not per_batch:
             scheduler.step()
         if not args.quiet and not args.json:
             print(f"epoch {epoch}/{args.epochs}: train loss {train_loss:.4f} acc {train_acc:.3f} | "

@@ -311,6 +311,16 @@ impl Optimizer {
             Optimizer::RmsProp(r) => r.lr = lr,
         }
     }
+
+    /// What OneCycleLR's `cycle_momentum` sets: `group["momentum"]` of SGD
+    /// and RMSprop, `group["betas"][0]` of Adam and AdamW.
+    pub fn set_momentum(&mut self, momentum: f64) {
+        match self {
+            Optimizer::Tch(o, _) => o.set_momentum(momentum),
+            Optimizer::Adam(a) => a.betas.0 = momentum,
+            Optimizer::RmsProp(r) => r.momentum = momentum,
+        }
+    }
 }
 
 /// One state per trainable variable of `vs` (in `model.parameters()`'s
@@ -504,7 +514,11 @@ struct RmsPropState {
     param: Tensor,
     square_avg: Tensor,
     grad_avg: Option<Tensor>,
+    /// Made at the first step if `momentum > 0` then (OneCycleLR may set
+    /// it before that step), as PyTorch's lazy state init does.
     momentum_buffer: Option<Tensor>,
+    /// `state["step"]`.
+    step: u64,
 }
 
 /// `torch.optim.RMSprop`, the default single-tensor path, operation for
@@ -543,7 +557,8 @@ impl RmsProp {
             Ok(RmsPropState {
                 square_avg: zeros()?,
                 grad_avg: if c.centered { Some(zeros()?) } else { None },
-                momentum_buffer: if c.momentum > 0.0 { Some(zeros()?) } else { None },
+                momentum_buffer: None,
+                step: 0,
                 param,
             })
         })?;
@@ -568,6 +583,10 @@ impl RmsProp {
                 if !grad.defined() {
                     continue;
                 }
+                if s.step == 0 && momentum > 0.0 {
+                    s.momentum_buffer = Some(s.param.f_zeros_like()?);
+                }
+                s.step += 1;
                 let grad = if wd != 0.0 { add_scaled(&grad, &s.param, wd)? } else { grad };
                 let _ = s.square_avg.f_mul_scalar_(alpha)?;
                 let _ = s.square_avg.f_addcmul_(&grad.f_mul_scalar(1.0 - alpha)?, &grad)?;

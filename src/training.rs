@@ -7,7 +7,7 @@ use crate::example::host_copy;
 use crate::loss::{CrossEntropyLoss, LossError};
 use crate::model::MyModel;
 use crate::optim::{self, NormType, Optimizer, OptimizerConfig, OptimizerError};
-use crate::schedule::{ScheduleError, Scheduler, SchedulerConfig};
+use crate::schedule::{PlateauMode, ScheduleError, Scheduler, SchedulerConfig, Stepping};
 use serde::Serialize;
 use std::fmt;
 use tch::nn::{self, Module};
@@ -110,8 +110,12 @@ pub struct TrainConfig {
     /// The optimizer and its arguments (`torch.optim.SGD(lr=0.5)` by default).
     #[serde(flatten)]
     pub optimizer: OptimizerConfig,
-    /// A learning-rate scheduler, stepped once per epoch (after the epoch's
-    /// steps and evaluation), when given.
+    /// A learning-rate scheduler, when given, stepped as
+    /// [`SchedulerConfig::stepping`] says: after each epoch's steps and
+    /// evaluation, or (OneCycleLR) after every `optimizer.step()`.
+    /// ReduceLROnPlateau watches the test loss in mode `min`, the test
+    /// accuracy in mode `max`. OneCycleLR's `total_steps: None` becomes
+    /// `epochs * steps_per_epoch`.
     pub scheduler: Option<SchedulerConfig>,
     /// `torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)` after
     /// each backward, when given.
@@ -239,8 +243,16 @@ pub fn train(
     let n_train = x_train.size()[0];
 
     let mut optimizer = Optimizer::build(&vs, &config.optimizer)?;
+    // A batch larger than the split (or than i64 holds) is the whole split.
+    let batch =
+        config.batch_size.map_or(n_train, |b| i64::try_from(b).map_or(n_train, |b| b.min(n_train)));
+    let steps_per_epoch = (n_train + batch - 1) / batch;
     // scheduler = torch.optim.lr_scheduler.<Name>(optimizer, ...)
-    let mut scheduler = config.scheduler.clone().map(|c| Scheduler::new(c, &mut optimizer));
+    let mut scheduler = match scheduler_config(config, steps_per_epoch as usize)? {
+        Some(c) => Some(Scheduler::new(c, &mut optimizer).map_err(TrainError::Schedule)?),
+        None => None,
+    };
+    let stepping = config.scheduler.as_ref().map(|c| c.stepping());
     let clip = Clip {
         params: vs.trainable_variables(),
         norm: config.clip_grad_norm.map(|max| (max, config.clip_norm_type)),
@@ -251,9 +263,6 @@ pub fn train(
         let w: Vec<f32> = w.iter().map(|&v| v as f32).collect();
         loss_fn = loss_fn.weight(to(Tensor::from_slice(&w))?);
     }
-    // A batch larger than the split (or than i64 holds) is the whole split.
-    let batch =
-        config.batch_size.map_or(n_train, |b| i64::try_from(b).map_or(n_train, |b| b.min(n_train)));
 
     // The one full check of logits against labels (class range, shapes,
     // weights); the steps and evaluations then skip it.
@@ -263,7 +272,6 @@ pub fn train(
     let start = std::time::Instant::now();
     // (Not more: a huge --epochs is the user's to stop, not an allocation.)
     let mut epochs = Vec::with_capacity(config.epochs.min(1 << 16));
-    let steps_per_epoch = (n_train + batch - 1) / batch;
     let diverged = |loss: f32, epoch: usize, step: Option<i64>| TrainError::Diverged {
         loss,
         epoch,
@@ -278,6 +286,9 @@ pub fn train(
             if !loss.is_finite() {
                 return Err(diverged(loss, epoch, Some(1)));
             }
+            if let (Some(s), Some(Stepping::PerBatch)) = (&mut scheduler, stepping) {
+                s.step(&mut optimizer, None).map_err(TrainError::Schedule)?; // per batch
+            }
         } else {
             // A fresh shuffle each epoch, from the seeded CPU generator.
             let perm = Tensor::f_randperm(n_train, (Kind::Int64, Device::Cpu))?;
@@ -288,6 +299,10 @@ pub fn train(
                 let loss = train_step(&model, &loss_fn, &mut optimizer, &clip, &xb, &yb)?;
                 if !loss.is_finite() {
                     return Err(diverged(loss, epoch, Some(step + 1)));
+                }
+                if let (Some(s), Some(Stepping::PerBatch)) = (&mut scheduler, stepping) {
+                    s.step(&mut optimizer, None).map_err(TrainError::Schedule)?;
+                    // per batch
                 }
             }
         }
@@ -300,8 +315,20 @@ pub fn train(
         }
         on_epoch(&metrics);
         epochs.push(metrics);
-        if let Some(s) = &mut scheduler {
-            s.step(&mut optimizer); // scheduler.step(), once per epoch
+        match (&mut scheduler, &config.scheduler) {
+            // scheduler.step(test_loss) or scheduler.step(test_accuracy)
+            (Some(s), Some(SchedulerConfig::Plateau { mode, .. })) => {
+                let metric = match mode {
+                    PlateauMode::Min => test_loss as f64,
+                    PlateauMode::Max => test_accuracy,
+                };
+                s.step(&mut optimizer, Some(metric)).map_err(TrainError::Schedule)?;
+            }
+            // scheduler.step(), once per epoch
+            (Some(s), _) if stepping == Some(Stepping::PerEpoch) => {
+                s.step(&mut optimizer, None).map_err(TrainError::Schedule)?;
+            }
+            _ => {}
         }
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -350,9 +377,6 @@ pub fn check_train(
     }
     crate::data::split_sizes(data.rows, config.test_fraction)?;
     config.optimizer.check().map_err(TrainError::Optimizer)?;
-    if let Some(s) = &config.scheduler {
-        s.check().map_err(TrainError::Schedule)?;
-    }
     let bad = |what, rule| Err(TrainError::Config { what, rule });
     if config.epochs == 0 {
         return bad("epochs", "at least 1");
@@ -360,6 +384,9 @@ pub fn check_train(
     if config.batch_size == Some(0) {
         return bad("batch_size", "at least 1");
     }
+    let (_, n_train) = crate::data::split_sizes(data.rows, config.test_fraction)?;
+    let batch = config.batch_size.map_or(n_train, |b| b.min(n_train));
+    scheduler_config(config, n_train.div_ceil(batch))?;
     for (what, clip) in
         [("clip_grad_norm", config.clip_grad_norm), ("clip_grad_value", config.clip_grad_value)]
     {
@@ -368,6 +395,33 @@ pub fn check_train(
         }
     }
     Ok(classes)
+}
+
+/// The scheduler config with OneCycleLR's `total_steps` filled in
+/// (`epochs * steps_per_epoch`), checked.
+fn scheduler_config(
+    config: &TrainConfig,
+    steps_per_epoch: usize,
+) -> Result<Option<SchedulerConfig>, TrainError> {
+    let Some(mut s) = config.scheduler.clone() else {
+        return Ok(None);
+    };
+    let steps = config.epochs.saturating_mul(steps_per_epoch);
+    if let SchedulerConfig::OneCycle { total_steps, .. } = &mut s {
+        match total_steps {
+            None => *total_steps = Some(steps),
+            // PyTorch fails at the step past total_steps.
+            Some(t) if *t < steps => {
+                return Err(TrainError::Config {
+                    what: "total_steps",
+                    rule: "at least epochs x steps per epoch (OneCycleLR is stepped per batch)",
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    s.check().map_err(TrainError::Schedule)?;
+    Ok(Some(s))
 }
 
 /// forward, loss, zero_grad, backward, step: the example's five lines. Returns

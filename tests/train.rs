@@ -211,6 +211,26 @@ fn training_is_bit_equal_to_pytorch() {
         &["--scheduler", "exponential", "--gamma", "0.9", "--optimizer", "adam", "--lr", "0.05"],
         &["--scheduler", "cosine", "--t-max", "7", "--eta-min", "0.01"],
         &["--scheduler", "linear", "--optimizer", "rmsprop", "--total-iters", "12"],
+        // OneCycleLR per batch, cycling SGD's momentum (from 0), Adam's
+        // beta1 and RMSprop's momentum; SequentialLR; ReduceLROnPlateau.
+        &["--scheduler", "onecycle", "--max-lr", "0.5", "--batch-size", "16"],
+        &[
+            "--scheduler",
+            "onecycle",
+            "--max-lr",
+            "0.05",
+            "--optimizer",
+            "adam",
+            "--three-phase",
+            "--anneal-strategy",
+            "linear",
+            "--batch-size",
+            "32",
+        ],
+        &["--scheduler", "onecycle", "--max-lr", "0.02", "--optimizer", "rmsprop"],
+        &["--scheduler", "warmup-cosine", "--warmup-epochs", "5", "--start-factor", "0.1"],
+        &["--scheduler", "plateau", "--patience", "1", "--factor", "0.5", "--lr", "3"],
+        &["--scheduler", "plateau", "--mode", "max", "--patience", "0", "--cooldown", "2"],
     ];
     let runs = ["iris", "wine"]
         .into_iter()

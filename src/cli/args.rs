@@ -222,12 +222,15 @@ pub struct TrainArgs {
     #[arg(long)]
     pub centered: bool,
 
-    /// A learning-rate scheduler from torch.optim.lr_scheduler, stepped once
-    /// per epoch: step (StepLR: --step-size, --gamma), multistep
-    /// (MultiStepLR: --milestones, --gamma), exponential (ExponentialLR:
-    /// --gamma), cosine (CosineAnnealingLR: --t-max, --eta-min), linear
-    /// (LinearLR: --start-factor, --end-factor, --total-iters).
-    #[arg(long, value_parser = ["step", "multistep", "exponential", "cosine", "linear"])]
+    /// A learning-rate scheduler from torch.optim.lr_scheduler: step
+    /// (StepLR), multistep (MultiStepLR), exponential (ExponentialLR),
+    /// cosine (CosineAnnealingLR), linear (LinearLR), stepped once per
+    /// epoch; onecycle (OneCycleLR), stepped after every batch;
+    /// warmup-cosine (SequentialLR of LinearLR for --warmup-epochs, then
+    /// CosineAnnealingLR); plateau (ReduceLROnPlateau on the test loss, or
+    /// with --mode max the test accuracy). Each takes the flags below that
+    /// name it.
+    #[arg(long, value_parser = PossibleValuesParser::new(SCHEDULERS.iter().map(|(name, _)| *name)))]
     pub scheduler: Option<String>,
 
     /// step_size of StepLR (epochs).
@@ -261,6 +264,78 @@ pub struct TrainArgs {
     /// total_iters of LinearLR (default 5 epochs).
     #[arg(long, value_parser = at_least::<usize, 1>, allow_negative_numbers = true)]
     pub total_iters: Option<usize>,
+
+    /// max_lr of OneCycleLR (required); > 0. The cycle starts at
+    /// max_lr / --div-factor and replaces --lr.
+    #[arg(long, value_parser = parse_positive, allow_negative_numbers = true)]
+    pub max_lr: Option<f64>,
+
+    /// pct_start of OneCycleLR (default 0.3), in [0, 1].
+    #[arg(long, value_parser = parse_unit, allow_negative_numbers = true)]
+    pub pct_start: Option<f64>,
+
+    /// anneal_strategy of OneCycleLR: cos (default) or linear.
+    #[arg(long, value_parser = ["cos", "linear"])]
+    pub anneal_strategy: Option<String>,
+
+    /// cycle_momentum=False (OneCycleLR); by default OneCycleLR cycles the
+    /// momentum (Adam's beta1) between --max-momentum and --base-momentum.
+    #[arg(long)]
+    pub no_cycle_momentum: bool,
+
+    /// base_momentum of OneCycleLR (default 0.85), in [0, 1).
+    #[arg(long, value_parser = parse_unit, allow_negative_numbers = true)]
+    pub base_momentum: Option<f64>,
+
+    /// max_momentum of OneCycleLR (default 0.95), in [0, 1).
+    #[arg(long, value_parser = parse_unit, allow_negative_numbers = true)]
+    pub max_momentum: Option<f64>,
+
+    /// div_factor of OneCycleLR (default 25); > 0.
+    #[arg(long, value_parser = parse_positive, allow_negative_numbers = true)]
+    pub div_factor: Option<f64>,
+
+    /// final_div_factor of OneCycleLR (default 1e4); > 0.
+    #[arg(long, value_parser = parse_positive, allow_negative_numbers = true)]
+    pub final_div_factor: Option<f64>,
+
+    /// three_phase=True (OneCycleLR).
+    #[arg(long)]
+    pub three_phase: bool,
+
+    /// Epochs of LinearLR warm-up before CosineAnnealingLR (warmup-cosine;
+    /// required). --t-max defaults to the epochs after it.
+    #[arg(long, value_parser = at_least::<usize, 1>, allow_negative_numbers = true)]
+    pub warmup_epochs: Option<usize>,
+
+    /// mode of ReduceLROnPlateau: min (default) watches the test loss, max
+    /// the test accuracy.
+    #[arg(long, value_parser = ["min", "max"])]
+    pub mode: Option<String>,
+
+    /// factor of ReduceLROnPlateau (default 0.1), in (0, 1).
+    #[arg(long, value_parser = parse_positive, allow_negative_numbers = true)]
+    pub factor: Option<f64>,
+
+    /// patience of ReduceLROnPlateau (default 10 epochs).
+    #[arg(long, value_parser = at_least::<usize, 0>, allow_negative_numbers = true)]
+    pub patience: Option<usize>,
+
+    /// threshold of ReduceLROnPlateau (default 1e-4); >= 0.
+    #[arg(long, value_parser = parse_non_negative, allow_negative_numbers = true)]
+    pub threshold: Option<f64>,
+
+    /// threshold_mode of ReduceLROnPlateau: rel (default) or abs.
+    #[arg(long, value_parser = ["rel", "abs"])]
+    pub threshold_mode: Option<String>,
+
+    /// cooldown of ReduceLROnPlateau (default 0 epochs).
+    #[arg(long, value_parser = at_least::<usize, 0>, allow_negative_numbers = true)]
+    pub cooldown: Option<usize>,
+
+    /// min_lr of ReduceLROnPlateau (default 0); >= 0.
+    #[arg(long, value_parser = parse_non_negative, allow_negative_numbers = true)]
+    pub min_lr: Option<f64>,
 
     /// torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=X) after
     /// each backward; X finite and > 0.
@@ -336,6 +411,42 @@ pub struct EvalArgs {
 }
 
 /// `--dataset`: the bundled data sets' names, each with its description.
+/// The `--scheduler` names and the flags each takes.
+pub const SCHEDULERS: [(&str, &[&str]); 8] = [
+    ("step", &["--step-size", "--gamma"]),
+    ("multistep", &["--milestones", "--gamma"]),
+    ("exponential", &["--gamma"]),
+    ("cosine", &["--t-max", "--eta-min"]),
+    ("linear", &["--start-factor", "--end-factor", "--total-iters"]),
+    (
+        "onecycle",
+        &[
+            "--max-lr",
+            "--pct-start",
+            "--anneal-strategy",
+            "--no-cycle-momentum",
+            "--base-momentum",
+            "--max-momentum",
+            "--div-factor",
+            "--final-div-factor",
+            "--three-phase",
+        ],
+    ),
+    ("warmup-cosine", &["--warmup-epochs", "--start-factor", "--t-max", "--eta-min"]),
+    (
+        "plateau",
+        &[
+            "--mode",
+            "--factor",
+            "--patience",
+            "--threshold",
+            "--threshold-mode",
+            "--cooldown",
+            "--min-lr",
+        ],
+    ),
+];
+
 fn bundled() -> impl TypedValueParser<Value = Bundled> {
     PossibleValuesParser::new(Bundled::ALL.map(|b| PossibleValue::new(b.name()).help(b.about())))
         .map(|name| name.parse::<Bundled>().expect("clap passes only the listed names"))

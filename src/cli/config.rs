@@ -3,7 +3,7 @@
 //! flag names added to the library's errors. A refusal here is a
 //! [`UsageError`] (exit status 2).
 
-use super::args::{CommonArgs, DataArgs, ExampleArgs, TrainArgs};
+use super::args::{CommonArgs, DataArgs, ExampleArgs, TrainArgs, SCHEDULERS};
 use anyhow::Result;
 use cross_entropy_tch::checkpoint::Checkpoint;
 use cross_entropy_tch::data::Dataset;
@@ -156,7 +156,9 @@ impl TrainArgs {
     /// `--scheduler` and its arguments, on PyTorch's defaults; an argument
     /// of another scheduler is refused, a required one missing is asked for.
     fn scheduler_config(&self) -> Result<Option<SchedulerConfig>> {
-        use cross_entropy_tch::schedule::{DEFAULT_ETA_MIN, DEFAULT_GAMMA, LINEAR_DEFAULTS};
+        use cross_entropy_tch::schedule::{
+            Anneal, PlateauMode, ThresholdMode, DEFAULT_ETA_MIN, DEFAULT_GAMMA, LINEAR_DEFAULTS,
+        };
         let given = [
             ("--step-size", self.step_size.is_some()),
             ("--gamma", self.gamma.is_some()),
@@ -166,6 +168,23 @@ impl TrainArgs {
             ("--start-factor", self.start_factor.is_some()),
             ("--end-factor", self.end_factor.is_some()),
             ("--total-iters", self.total_iters.is_some()),
+            ("--max-lr", self.max_lr.is_some()),
+            ("--pct-start", self.pct_start.is_some()),
+            ("--anneal-strategy", self.anneal_strategy.is_some()),
+            ("--no-cycle-momentum", self.no_cycle_momentum),
+            ("--base-momentum", self.base_momentum.is_some()),
+            ("--max-momentum", self.max_momentum.is_some()),
+            ("--div-factor", self.div_factor.is_some()),
+            ("--final-div-factor", self.final_div_factor.is_some()),
+            ("--three-phase", self.three_phase),
+            ("--warmup-epochs", self.warmup_epochs.is_some()),
+            ("--mode", self.mode.is_some()),
+            ("--factor", self.factor.is_some()),
+            ("--patience", self.patience.is_some()),
+            ("--threshold", self.threshold.is_some()),
+            ("--threshold-mode", self.threshold_mode.is_some()),
+            ("--cooldown", self.cooldown.is_some()),
+            ("--min-lr", self.min_lr.is_some()),
         ];
         let Some(name) = self.scheduler.as_deref() else {
             if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
@@ -173,13 +192,7 @@ impl TrainArgs {
             }
             return Ok(None);
         };
-        let takes: &[&str] = match name {
-            "step" => &["--step-size", "--gamma"],
-            "multistep" => &["--milestones", "--gamma"],
-            "exponential" => &["--gamma"],
-            "cosine" => &["--t-max", "--eta-min"],
-            _ => &["--start-factor", "--end-factor", "--total-iters"],
-        };
+        let takes = SCHEDULERS.iter().find(|(n, _)| *n == name).map_or(&[][..], |(_, t)| *t);
         for (flag, is_given) in given {
             if is_given && !takes.contains(&flag) {
                 return Err(UsageError::msg(format!(
@@ -204,11 +217,89 @@ impl TrainArgs {
                 t_max: self.t_max.ok_or_else(|| required("--t-max"))?,
                 eta_min: self.eta_min.unwrap_or(DEFAULT_ETA_MIN),
             },
-            _ => SchedulerConfig::Linear {
+            "linear" => SchedulerConfig::Linear {
                 start_factor: self.start_factor.unwrap_or(LINEAR_DEFAULTS.0),
                 end_factor: self.end_factor.unwrap_or(LINEAR_DEFAULTS.1),
                 total_iters: self.total_iters.unwrap_or(LINEAR_DEFAULTS.2),
             },
+            "onecycle" => {
+                let max_lr = self.max_lr.ok_or_else(|| required("--max-lr"))?;
+                let SchedulerConfig::OneCycle {
+                    pct_start,
+                    base_momentum,
+                    max_momentum,
+                    div_factor,
+                    final_div_factor,
+                    ..
+                } = SchedulerConfig::one_cycle(max_lr)
+                else {
+                    unreachable!("one_cycle builds a OneCycle")
+                };
+                SchedulerConfig::OneCycle {
+                    max_lr,
+                    total_steps: None,
+                    pct_start: self.pct_start.unwrap_or(pct_start),
+                    anneal_strategy: match self.anneal_strategy.as_deref() {
+                        Some("linear") => Anneal::Linear,
+                        _ => Anneal::Cos,
+                    },
+                    cycle_momentum: !self.no_cycle_momentum,
+                    base_momentum: self.base_momentum.unwrap_or(base_momentum),
+                    max_momentum: self.max_momentum.unwrap_or(max_momentum),
+                    div_factor: self.div_factor.unwrap_or(div_factor),
+                    final_div_factor: self.final_div_factor.unwrap_or(final_div_factor),
+                    three_phase: self.three_phase,
+                }
+            }
+            "warmup-cosine" => {
+                let warmup = self.warmup_epochs.ok_or_else(|| required("--warmup-epochs"))?;
+                let t_max = match self.t_max {
+                    Some(t) => t,
+                    None if self.epochs > warmup => self.epochs - warmup,
+                    None => {
+                        return Err(UsageError::msg(format!(
+                            "--warmup-epochs {warmup} leaves no epoch of --epochs {} for the cosine; give --t-max",
+                            self.epochs
+                        )))
+                    }
+                };
+                SchedulerConfig::warmup_cosine(
+                    warmup,
+                    self.start_factor.unwrap_or(LINEAR_DEFAULTS.0),
+                    t_max,
+                    self.eta_min.unwrap_or(DEFAULT_ETA_MIN),
+                )
+            }
+            _ => {
+                let SchedulerConfig::Plateau {
+                    factor,
+                    patience,
+                    threshold,
+                    cooldown,
+                    min_lr,
+                    eps,
+                    ..
+                } = SchedulerConfig::plateau()
+                else {
+                    unreachable!("plateau builds a Plateau")
+                };
+                SchedulerConfig::Plateau {
+                    mode: match self.mode.as_deref() {
+                        Some("max") => PlateauMode::Max,
+                        _ => PlateauMode::Min,
+                    },
+                    factor: self.factor.unwrap_or(factor),
+                    patience: self.patience.unwrap_or(patience),
+                    threshold: self.threshold.unwrap_or(threshold),
+                    threshold_mode: match self.threshold_mode.as_deref() {
+                        Some("abs") => ThresholdMode::Abs,
+                        _ => ThresholdMode::Rel,
+                    },
+                    cooldown: self.cooldown.unwrap_or(cooldown),
+                    min_lr: self.min_lr.unwrap_or(min_lr),
+                    eps,
+                }
+            }
         }))
     }
 
