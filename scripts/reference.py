@@ -43,6 +43,21 @@ class MyModel(nn.Module):
         return self.linear(x)
 
 
+class MLP(nn.Module):
+    """train --hidden H1,H2 --dropout P."""
+
+    def __init__(self, features, hidden, classes, dropout):
+        super().__init__()
+        layers, d = [], features
+        for h in hidden:
+            layers += [nn.Linear(d, h), nn.ReLU(), nn.Dropout(dropout)]
+            d = h
+        self.layers = nn.Sequential(*layers, nn.Linear(d, classes))
+
+    def forward(self, x):
+        return self.layers(x)
+
+
 def example_setup(args):
     """The example's first five lines, with its constants as flags."""
     model = MyModel(args.features, args.classes)
@@ -206,6 +221,11 @@ def betas_pair(s):
         raise argparse.ArgumentTypeError(f"expected two numbers B1,B2 (e.g. 0.9,0.999), got '{s}'")
     beta = finite_where(lambda v: 0 <= v < 1, "each beta must be a number in [0, 1)")
     return (beta(parts[0]), beta(parts[1]))
+
+
+def hidden_list(s):
+    """--hidden 64,32: whole numbers >= 1."""
+    return [at_least(1, 64, signed=False)(v) for v in s.split(",")]
 
 
 def class_weight_list(s):
@@ -513,7 +533,13 @@ def data_flags(p):
 
 WEIGHT, BIAS = "linear.weight", "linear.bias"
 
-Checkpoint = namedtuple("Checkpoint", "weight bias classes features stats")
+# layers: [(weight, bias)], input to output.
+Checkpoint = namedtuple("Checkpoint", "layers classes features hidden stats")
+
+
+def layer_names(count):
+    """MyModel's `linear`, or the MLP's Sequential indices of its Linears."""
+    return ["linear"] if count == 1 else [f"layers.{3 * i}" for i in range(count)]
 
 
 def json_floats(text, what):
@@ -560,29 +586,40 @@ def load_checkpoint(path):
                              "safetensors.torch import save_file; "
                              "save_file(model.state_dict(), \"model.safetensors\")")
         raise UsageError(f"{shown}: not a valid safetensors file ({e})")
-    for name in (WEIGHT, BIAS):
-        if name not in tensors:
-            raise UsageError(f"{shown}: no tensor named '{name}' (the file has "
-                             f"{sorted(tensors)}); expected {WEIGHT} and {BIAS}, "
-                             "MyModel's state_dict() names")
-    w, b = tensors[WEIGHT], tensors[BIAS]
-    for name, t in ((WEIGHT, w), (BIAS, b)):
-        if t["dtype"] != "F32":
-            raise UsageError(f"{shown}: {name} has dtype {t['dtype']}, expected F32 (float32)")
-    ws, bs = list(w["shape"]), list(b["shape"])
-    if len(ws) != 2 or len(bs) != 1 or bs[0] != ws[0]:
-        raise UsageError(f"{shown}: {WEIGHT} has shape {ws} and {BIAS} {bs}; "
-                         "expected (classes, features) and (classes,)")
+    count = 1 if WEIGHT in tensors else max(
+        next(k for k in range(len(tensors) + 1) if f"layers.{3 * k}.weight" not in tensors), 1)
+    layers, previous = [], None
+    for layer in layer_names(count):
+        wn, bn = f"{layer}.weight", f"{layer}.bias"
+        for name in (wn, bn):
+            if name not in tensors:
+                raise UsageError(f"{shown}: no tensor named '{name}' (the file has "
+                                 f"{sorted(tensors)}); expected {WEIGHT} and {BIAS} (MyModel's "
+                                 "state_dict() names) or layers.0.weight, layers.0.bias, "
+                                 "layers.3.weight, ... (the MLP's)")
+            if tensors[name]["dtype"] != "F32":
+                raise UsageError(f"{shown}: {name} has dtype {tensors[name]['dtype']}, "
+                                 "expected F32 (float32)")
+        w, b = tensors[wn], tensors[bn]
+        ws, bs = list(w["shape"]), list(b["shape"])
+        if len(ws) != 2 or len(bs) != 1 or bs[0] != ws[0] or (
+                previous is not None and ws[1] != previous):
+            raise UsageError(f"{shown}: {wn} has shape {ws} and {bn} {bs}; expected (out, in) "
+                             "and (out,), each in the previous layer's out")
+        previous = ws[0]
+        layers.append((f32_tensor(w["data"], ws), f32_tensor(b["data"], bs)))
+    features = layers[0][0].shape[1]
     meta = header.get("__metadata__") or {}
     stats = None
     if "standardize_mean" in meta and "standardize_std" in meta:
         mean = json_floats(meta["standardize_mean"], f"{shown}: standardize_mean")
         std = json_floats(meta["standardize_std"], f"{shown}: standardize_std")
-        if len(mean) != ws[1] or len(std) != ws[1]:
+        if len(mean) != features or len(std) != features:
             raise UsageError(f"{shown}: the standardization metadata has {len(mean)} values, "
-                             f"the model {ws[1]} features")
+                             f"the model {features} features")
         stats = (torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64))
-    return Checkpoint(f32_tensor(w["data"], ws), f32_tensor(b["data"], bs), ws[0], ws[1], stats)
+    hidden = [w.shape[0] for w, _ in layers[:-1]]
+    return Checkpoint(layers, layers[-1][0].shape[0], features, hidden, stats)
 
 
 def checkpoint_fits(ck, data):
@@ -596,9 +633,13 @@ def checkpoint_fits(ck, data):
     return ck.classes
 
 
-def model_of(ck):
-    model = MyModel(ck.features, ck.classes)
-    model.load_state_dict({WEIGHT: ck.weight, BIAS: ck.bias})  # strict
+def model_of(ck, dropout=0.0):
+    model = (MLP(ck.features, ck.hidden, ck.classes, dropout) if ck.hidden
+             else MyModel(ck.features, ck.classes))
+    state = {}
+    for name, (w, b) in zip(layer_names(len(ck.layers)), ck.layers):
+        state[f"{name}.weight"], state[f"{name}.bias"] = w, b
+    model.load_state_dict(state)  # strict
     return model
 
 
@@ -648,6 +689,7 @@ def save_checkpoint(model, stats, out):
 # ---------------------------------------------------------------- train --
 
 def evaluate(model, loss_fn, x, y):
+    model.eval()
     with torch.no_grad():
         logits = model(x)
         loss = loss_fn(logits, y).item()
@@ -676,6 +718,9 @@ def train_parser():
     p.add_argument("--test-fraction", type=open_fraction, default=0.2)
     p.add_argument("--epochs", type=at_least(1, 64, signed=False), default=200)
     p.add_argument("--batch-size", type=at_least(1, 64, signed=False), default=None)
+    p.add_argument("--hidden", type=hidden_list, action="extend", default=None)
+    p.add_argument("--dropout", type=finite_where(lambda v: 0 <= v < 1, "must be in [0, 1)"),
+                   default=0.0)
     # The optimizer's arguments default to None here: torch.optim's own
     # defaults apply (see optimizer_arguments), except SGD's lr.
     p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="sgd")
@@ -881,6 +926,7 @@ def train_main(args):
     data = load_data(args)
     ck = load_checkpoint(args.load) if args.load else None
     classes = checkpoint_fits(ck, data) if ck else data.classes
+    hidden = args.hidden if args.hidden is not None else (ck.hidden if ck else [])
     weights = args.class_weights
     if weights is not None and len(weights) != classes:
         raise UsageError(f"--class-weights has {len(weights)} values "
@@ -891,6 +937,11 @@ def train_main(args):
         raise UsageError(f"--test-fraction {args.test_fraction} of {n} rows leaves {n_test} "
                          f"for test and {max(n - n_test, 0)} for training; "
                          "both need at least one")
+    if ck and args.hidden is not None and args.hidden != ck.hidden:
+        raise UsageError("--hidden: hidden must be the checkpoint's hidden sizes")
+    if args.dropout != 0 and not hidden:
+        raise UsageError("--dropout: dropout must be 0 without hidden layers "
+                         "(MyModel has no Dropout)")
     save = OutputFile(args.save, "--save") if args.save else None
     x, y = data.x, data.y
     stats = ck.stats if ck else None
@@ -908,7 +959,12 @@ def train_main(args):
             stats = (xtr.mean(0), std.masked_fill(std == 0, 1.0))
         xs = ((x - stats[0]) / stats[1]).float()
 
-    model = model_of(ck) if ck else MyModel(x.shape[1], classes)
+    if ck:
+        model = model_of(ck, args.dropout)
+    elif hidden:
+        model = MLP(x.shape[1], hidden, classes, args.dropout)
+    else:
+        model = MyModel(x.shape[1], classes)
     model.to(device)
     x_train, y_train = xs[train_idx].to(device), y[train_idx].to(device)
     x_test, y_test = xs[test_idx].to(device), y[test_idx].to(device)
@@ -944,6 +1000,7 @@ def train_main(args):
     start = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
+        model.train()
         if batch >= n_train:
             step(x_train, y_train, epoch, 1)
         else:
@@ -976,6 +1033,7 @@ def train_main(args):
             "device": device_name(device),
             "config": {
                 "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size,
+                "hidden": hidden, "dropout": args.dropout,
                 "optimizer": args.optimizer, **optimizer_kwargs,
                 "clip_grad_norm": args.clip_grad_norm, "clip_norm_type": args.clip_norm_type,
                 "clip_grad_value": args.clip_grad_value,

@@ -2,7 +2,9 @@
 //!
 //! Tensors: `linear.weight` `(C, D)` and `linear.bias` `(C,)`, f32: the names
 //! of `MyModel().state_dict()`, so `model.load_state_dict(load_file(path))`
-//! works in PyTorch, strictly. The standardization statistics go in the
+//! works in PyTorch, strictly. A model with hidden layers ([`crate::model::Mlp`])
+//! has `layers.0.weight`, `layers.0.bias`, `layers.3.weight`, ...: its
+//! `nn.Sequential`'s names. The standardization statistics go in the
 //! file's string metadata (`standardize_mean`, `standardize_std`: JSON
 //! arrays), where `load_file` does not see them;
 //! `safetensors.torch.save_file(sd, path, metadata=...)` writes the same.
@@ -17,15 +19,44 @@ use std::path::Path;
 pub const WEIGHT: &str = "linear.weight";
 pub const BIAS: &str = "linear.bias";
 
-/// A `MyModel`'s parameters and the statistics its inputs were standardized with.
+/// A model's parameters and the statistics its inputs were standardized with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checkpoint {
-    /// `(classes, features)`, row-major.
-    pub weight: Vec<f32>,
-    pub bias: Vec<f32>,
+    /// The Linear layers, input to output (one for `MyModel`).
+    pub layers: Vec<LinearParams>,
     pub classes: usize,
     pub features: usize,
+    /// The hidden layers' sizes (empty for `MyModel`).
+    pub hidden: Vec<usize>,
     pub standardizer: Option<Standardizer>,
+}
+
+/// One `nn.Linear`'s parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearParams {
+    /// `(out_features, in_features)`, row-major.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// The `state_dict()` prefixes of a model's Linear layers: `linear` for
+/// `MyModel`, `layers.0`, `layers.3`, ... for an `Mlp` of `layers` Linears.
+pub fn layer_names(layers: usize) -> Vec<String> {
+    if layers == 1 {
+        vec!["linear".to_string()]
+    } else {
+        (0..layers).map(|i| format!("layers.{}", 3 * i)).collect()
+    }
+}
+
+impl Checkpoint {
+    /// The layer sizes, `features`, hidden..., `classes`.
+    pub fn sizes(&self) -> Vec<usize> {
+        std::iter::once(self.features)
+            .chain(self.hidden.iter().copied())
+            .chain([self.classes])
+            .collect()
+    }
 }
 
 /// Why a checkpoint could not be read or written. Like `std::fs` errors it
@@ -38,12 +69,13 @@ pub enum CheckpointError {
     TorchSave,
     /// Not a safetensors file (the parser's reason).
     NotSafetensors(String),
-    /// A tensor `MyModel` needs is missing; `names` are the file's.
-    MissingTensor { name: &'static str, names: Vec<String> },
+    /// A tensor the model needs is missing; `names` are the file's.
+    MissingTensor { name: String, names: Vec<String> },
     /// A tensor that is not float32.
-    Dtype { name: &'static str, dtype: String },
-    /// Weight and bias shapes that are not `(classes, features)` and `(classes,)`.
-    Shape { weight: Vec<usize>, bias: Vec<usize> },
+    Dtype { name: String, dtype: String },
+    /// A layer's weight and bias shapes that are not `(out, in)` and
+    /// `(out,)`, or whose `in` is not the previous layer's `out`.
+    Shape { layer: String, weight: Vec<usize>, bias: Vec<usize> },
     /// The standardization metadata is not what this crate writes.
     Metadata(String),
     /// safetensors refused to serialize.
@@ -64,14 +96,14 @@ impl fmt::Display for CheckpointError {
             }
             CheckpointError::MissingTensor { name, names } => write!(
                 f,
-                "no tensor named '{name}' (the file has {names:?}); expected {WEIGHT} and {BIAS}, MyModel's state_dict() names"
+                "no tensor named '{name}' (the file has {names:?}); expected {WEIGHT} and {BIAS} (MyModel's state_dict() names) or layers.0.weight, layers.0.bias, layers.3.weight, ... (the MLP's)"
             ),
             CheckpointError::Dtype { name, dtype } => {
                 write!(f, "{name} has dtype {dtype}, expected F32 (float32)")
             }
-            CheckpointError::Shape { weight, bias } => write!(
+            CheckpointError::Shape { layer, weight, bias } => write!(
                 f,
-                "{WEIGHT} has shape {weight:?} and {BIAS} {bias:?}; expected (classes, features) and (classes,)"
+                "{layer}.weight has shape {weight:?} and {layer}.bias {bias:?}; expected (out, in) and (out,), each in the previous layer's out"
             ),
             CheckpointError::Metadata(why) => write!(f, "standardization metadata: {why}"),
             CheckpointError::Serialize(why) => write!(f, "cannot serialize: {why}"),
@@ -96,14 +128,19 @@ impl Checkpoint {
     /// The safetensors bytes of this checkpoint.
     pub fn to_bytes(&self) -> Result<Vec<u8>, CheckpointError> {
         let err = |e: safetensors::SafeTensorError| CheckpointError::Serialize(e.to_string());
-        let (w, b) = (le_bytes(&self.weight), le_bytes(&self.bias));
-        let tensors = [
-            (
-                WEIGHT,
-                TensorView::new(Dtype::F32, vec![self.classes, self.features], &w).map_err(err)?,
-            ),
-            (BIAS, TensorView::new(Dtype::F32, vec![self.classes], &b).map_err(err)?),
-        ];
+        let sizes = self.sizes();
+        let bytes: Vec<(Vec<u8>, Vec<u8>)> =
+            self.layers.iter().map(|l| (le_bytes(&l.weight), le_bytes(&l.bias))).collect();
+        let mut tensors = Vec::new();
+        for (i, (name, (w, b))) in
+            layer_names(self.layers.len()).into_iter().zip(&bytes).enumerate()
+        {
+            let (inputs, outputs) = (sizes[i], sizes[i + 1]);
+            let weight = TensorView::new(Dtype::F32, vec![outputs, inputs], w).map_err(err)?;
+            let bias = TensorView::new(Dtype::F32, vec![outputs], b).map_err(err)?;
+            tensors.push((format!("{name}.weight"), weight));
+            tensors.push((format!("{name}.bias"), bias));
+        }
         let mut metadata = HashMap::from([("format".to_string(), "cross-entropy-tch".to_string())]);
         if let Some(s) = &self.standardizer {
             let json = |v: &Vec<f64>| {
@@ -131,22 +168,43 @@ impl Checkpoint {
                 CheckpointError::NotSafetensors(e.to_string())
             }
         })?;
-        let get = |name: &'static str| {
-            st.tensor(name).map_err(|_| {
-                let mut names: Vec<String> = st.names().into_iter().cloned().collect();
-                names.sort();
-                CheckpointError::MissingTensor { name, names }
-            })
-        };
-        let (w, b) = (get(WEIGHT)?, get(BIAS)?);
-        for (name, t) in [(WEIGHT, &w), (BIAS, &b)] {
-            if t.dtype() != Dtype::F32 {
-                return Err(CheckpointError::Dtype { name, dtype: format!("{:?}", t.dtype()) });
+        let mut names: Vec<String> = st.names().into_iter().cloned().collect();
+        names.sort();
+        // MyModel's `linear`, or as many `layers.{3i}` as the file has.
+        let count = if names.iter().any(|n| n == WEIGHT) {
+            1
+        } else {
+            let mut k = 0;
+            while names.contains(&format!("layers.{}.weight", 3 * k)) {
+                k += 1;
             }
-        }
-        let (ws, bs) = (w.shape().to_vec(), b.shape().to_vec());
-        if ws.len() != 2 || bs.len() != 1 || bs[0] != ws[0] {
-            return Err(CheckpointError::Shape { weight: ws, bias: bs });
+            k.max(1)
+        };
+        let mut tensors = Vec::new();
+        for layer in layer_names(count) {
+            let (w, b) = (format!("{layer}.weight"), format!("{layer}.bias"));
+            let get = |name: &String| {
+                let t = st.tensor(name).map_err(|_| CheckpointError::MissingTensor {
+                    name: name.clone(),
+                    names: names.clone(),
+                })?;
+                if t.dtype() != Dtype::F32 {
+                    let dtype = format!("{:?}", t.dtype());
+                    return Err(CheckpointError::Dtype { name: name.clone(), dtype });
+                }
+                Ok(t)
+            };
+            let (w, b) = (get(&w)?, get(&b)?);
+            let (ws, bs) = (w.shape().to_vec(), b.shape().to_vec());
+            let previous = tensors.last().map(|(w, _): &(TensorView, TensorView)| w.shape()[0]);
+            if ws.len() != 2
+                || bs.len() != 1
+                || bs[0] != ws[0]
+                || previous.is_some_and(|p| p != ws[1])
+            {
+                return Err(CheckpointError::Shape { layer, weight: ws, bias: bs });
+            }
+            tensors.push((w, b));
         }
         let floats = |t: &TensorView| -> Vec<f32> {
             t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
@@ -158,16 +216,16 @@ impl Checkpoint {
             serde_json::from_str::<Vec<f64>>(text)
                 .map_err(|e| CheckpointError::Metadata(format!("{what}: {e}")))
         };
+        let features = tensors[0].0.shape()[1];
         let standardizer = match metadata.metadata() {
             Some(meta) => match (meta.get("standardize_mean"), meta.get("standardize_std")) {
                 (Some(m), Some(s)) => {
                     let mean = parse("standardize_mean", m)?;
                     let std = parse("standardize_std", s)?;
-                    if mean.len() != ws[1] || std.len() != ws[1] {
+                    if mean.len() != features || std.len() != features {
                         return Err(CheckpointError::Metadata(format!(
-                            "{} values for a model of {} features",
+                            "{} values for a model of {features} features",
                             mean.len(),
-                            ws[1]
                         )));
                     }
                     Some(Standardizer { mean, std })
@@ -177,10 +235,13 @@ impl Checkpoint {
             None => None,
         };
         Ok(Checkpoint {
-            weight: floats(&w),
-            bias: floats(&b),
-            classes: ws[0],
-            features: ws[1],
+            layers: tensors
+                .iter()
+                .map(|(w, b)| LinearParams { weight: floats(w), bias: floats(b) })
+                .collect(),
+            classes: tensors[count - 1].0.shape()[0],
+            features,
+            hidden: tensors[..count - 1].iter().map(|(w, _)| w.shape()[0]).collect(),
             standardizer,
         })
     }

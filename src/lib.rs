@@ -33,6 +33,7 @@ pub mod init;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod rng;
 pub mod schedule;
 pub mod step;
 pub mod training;

@@ -67,3 +67,102 @@ impl Module for MyModel {
         self.linear.forward(x)
     }
 }
+
+/// `train --hidden`'s model: Linear layers with a ReLU and a Dropout after
+/// each hidden one, as this PyTorch module (each `nn.Linear` initialized,
+/// and so drawn from the generator, in construction order):
+///
+/// ```python
+/// class MLP(nn.Module):
+///     def __init__(self, features, hidden, classes, dropout):
+///         super().__init__()
+///         layers, d = [], features
+///         for h in hidden:
+///             layers += [nn.Linear(d, h), nn.ReLU(), nn.Dropout(dropout)]
+///             d = h
+///         self.layers = nn.Sequential(*layers, nn.Linear(d, classes))
+///
+///     def forward(self, x):
+///         return self.layers(x)
+/// ```
+///
+/// The `state_dict()` names are `layers.0.weight`, `layers.0.bias`,
+/// `layers.3.weight`, ... (every third module is a Linear). tch has no
+/// module mode: `forward_t(x, train)` takes what `model.train()` /
+/// `model.eval()` set in PyTorch; in train mode each Dropout draws its
+/// mask from the default generator (`bernoulli_(1 - p)`, then `div_(1 -
+/// p)`), as PyTorch's CPU dropout does; with `dropout` 0 nothing is drawn.
+#[derive(Debug)]
+pub struct Mlp {
+    pub layers: Vec<nn::Linear>,
+    pub dropout: f64,
+}
+
+impl Mlp {
+    /// `MLP(features, hidden, classes, dropout)`.
+    pub fn new(path: &nn::Path, features: i64, hidden: &[i64], classes: i64, dropout: f64) -> Mlp {
+        let path = path / "layers";
+        let sizes: Vec<i64> =
+            std::iter::once(features).chain(hidden.iter().copied()).chain([classes]).collect();
+        let layers = sizes
+            .windows(2)
+            .enumerate()
+            .map(|(i, io)| init::linear(&(&path / (3 * i)), io[0], io[1]))
+            .collect();
+        Mlp { layers, dropout }
+    }
+}
+
+impl nn::ModuleT for Mlp {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let last = self.layers.len() - 1;
+        let mut h = self.layers[0].forward(x);
+        for layer in &self.layers[1..=last] {
+            h = layer.forward(&h.relu().dropout(self.dropout, train));
+        }
+        h
+    }
+}
+
+/// The model `train` builds: the example's `MyModel` (no hidden layers) or
+/// an [`Mlp`].
+#[derive(Debug)]
+pub enum Classifier {
+    Linear(MyModel),
+    Mlp(Mlp),
+}
+
+impl Classifier {
+    /// `MyModel(features, classes)` when `hidden` is empty, else
+    /// `MLP(features, hidden, classes, dropout)`.
+    pub fn new(
+        path: &nn::Path,
+        features: i64,
+        hidden: &[i64],
+        classes: i64,
+        dropout: f64,
+    ) -> Classifier {
+        if hidden.is_empty() {
+            Classifier::Linear(MyModel::new(path, features, classes))
+        } else {
+            Classifier::Mlp(Mlp::new(path, features, hidden, classes, dropout))
+        }
+    }
+
+    /// The Linear layers, input to output.
+    pub fn linears(&self) -> Vec<&nn::Linear> {
+        match self {
+            Classifier::Linear(m) => vec![&m.linear],
+            Classifier::Mlp(m) => m.layers.iter().collect(),
+        }
+    }
+}
+
+impl nn::ModuleT for Classifier {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        match self {
+            Classifier::Linear(m) => m.forward(x),
+            Classifier::Mlp(m) => m.forward_t(x, train),
+        }
+    }
+}

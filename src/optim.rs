@@ -208,6 +208,8 @@ pub enum OptimizerError {
     Range { what: &'static str, value: f64, rule: &'static str },
     /// Nesterov momentum without momentum, or with dampening.
     Nesterov { momentum: f64, dampening: f64 },
+    /// A saved state that is not this optimizer's.
+    State(String),
 }
 
 impl OptimizerError {
@@ -216,6 +218,7 @@ impl OptimizerError {
         match self {
             OptimizerError::Range { what, .. } => what,
             OptimizerError::Nesterov { .. } => "nesterov",
+            OptimizerError::State(_) => "state",
         }
     }
 }
@@ -230,6 +233,7 @@ impl fmt::Display for OptimizerError {
                 f,
                 "nesterov needs momentum > 0 and dampening 0 (got {momentum} and {dampening}), as torch.optim.SGD does"
             ),
+            OptimizerError::State(why) => write!(f, "the optimizer state: {why}"),
         }
     }
 }
@@ -238,8 +242,13 @@ impl std::error::Error for OptimizerError {}
 
 /// A built optimizer: `optimizer.zero_grad()`, `optimizer.step()`.
 pub enum Optimizer {
-    /// libtorch's C++ SGD (already `torch.optim.SGD`'s updates), and its lr.
+    /// libtorch's C++ SGD (already `torch.optim.SGD`'s updates), and its lr:
+    /// plain SGD, which keeps no state.
     Tch(nn::Optimizer, f64),
+    /// `torch.optim.SGD` with momentum, computed as the Python computes it,
+    /// so that its momentum buffers can be saved and restored (libtorch's
+    /// C++ SGD keeps them where tch cannot reach).
+    Sgd(Sgd),
     /// `torch.optim.Adam` / `AdamW`, computed as the Python computes it.
     Adam(Adam),
     /// `torch.optim.RMSprop`, computed as the Python computes it.
@@ -252,6 +261,7 @@ impl Optimizer {
     pub fn build(vs: &nn::VarStore, config: &OptimizerConfig) -> Result<Optimizer, TchError> {
         let c = config;
         Ok(match c.kind {
+            OptimizerKind::Sgd if c.momentum != 0.0 => Optimizer::Sgd(Sgd::new(vs, c)?),
             OptimizerKind::Sgd => Optimizer::Tch(
                 nn::Sgd {
                     momentum: c.momentum,
@@ -267,11 +277,25 @@ impl Optimizer {
         })
     }
 
+    /// [`Optimizer::build`], but SGD is always this crate's [`Sgd`], whose
+    /// momentum buffers [`Optimizer::state`] can read even when the
+    /// momentum is 0 at first and set later (OneCycleLR's `cycle_momentum`).
+    pub fn build_with_state(
+        vs: &nn::VarStore,
+        config: &OptimizerConfig,
+    ) -> Result<Optimizer, TchError> {
+        match config.kind {
+            OptimizerKind::Sgd => Ok(Optimizer::Sgd(Sgd::new(vs, config)?)),
+            _ => Optimizer::build(vs, config),
+        }
+    }
+
     /// `optimizer.zero_grad()`: the gradients are set to None (libtorch's
     /// `zero_grad`), as PyTorch does by default.
     pub fn zero_grad(&mut self) {
         match self {
             Optimizer::Tch(o, _) => o.zero_grad(),
+            Optimizer::Sgd(o) => o.zero_grad.zero_grad(),
             Optimizer::Adam(a) => a.zero_grad.zero_grad(),
             Optimizer::RmsProp(r) => r.zero_grad.zero_grad(),
         }
@@ -284,6 +308,7 @@ impl Optimizer {
                 o.step();
                 Ok(())
             }
+            Optimizer::Sgd(o) => o.step(),
             Optimizer::Adam(a) => a.step(),
             Optimizer::RmsProp(r) => r.step(),
         }
@@ -295,6 +320,7 @@ impl Optimizer {
     pub fn lr(&self) -> f64 {
         match self {
             Optimizer::Tch(_, lr) => *lr,
+            Optimizer::Sgd(o) => o.lr,
             Optimizer::Adam(a) => a.lr,
             Optimizer::RmsProp(r) => r.lr,
         }
@@ -307,6 +333,7 @@ impl Optimizer {
                 o.set_lr(lr);
                 *current = lr;
             }
+            Optimizer::Sgd(o) => o.lr = lr,
             Optimizer::Adam(a) => a.lr = lr,
             Optimizer::RmsProp(r) => r.lr = lr,
         }
@@ -317,10 +344,189 @@ impl Optimizer {
     pub fn set_momentum(&mut self, momentum: f64) {
         match self {
             Optimizer::Tch(o, _) => o.set_momentum(momentum),
+            Optimizer::Sgd(o) => o.momentum = momentum,
             Optimizer::Adam(a) => a.betas.0 = momentum,
             Optimizer::RmsProp(r) => r.momentum = momentum,
         }
     }
+
+    /// `optimizer.state_dict()`, in this crate's terms: the group's lr and
+    /// momentum (as schedulers left them) and each parameter's state, with
+    /// `torch.optim`'s names. The tensors are copies.
+    pub fn state(&self) -> Result<OptimizerState, TchError> {
+        let copy = |t: &Tensor| t.f_detach_copy();
+        let mut params = Vec::new();
+        let (lr, momentum) = match self {
+            Optimizer::Tch(_, lr) => (*lr, 0.0), // plain SGD: no state
+            Optimizer::Sgd(o) => {
+                for s in &o.states {
+                    let mut p = ParamState::default();
+                    if let Some(buf) = &s.momentum_buffer {
+                        p.tensors.push(("momentum_buffer".to_string(), copy(buf)?));
+                    }
+                    params.push(p);
+                }
+                (o.lr, o.momentum)
+            }
+            Optimizer::Adam(a) => {
+                for s in &a.states {
+                    let mut p = ParamState::default();
+                    if s.step > 0.0 {
+                        p.step = Some(s.step);
+                        p.tensors.push(("exp_avg".to_string(), copy(&s.exp_avg)?));
+                        p.tensors.push(("exp_avg_sq".to_string(), copy(&s.exp_avg_sq)?));
+                        if let Some(max) = &s.max_exp_avg_sq {
+                            p.tensors.push(("max_exp_avg_sq".to_string(), copy(max)?));
+                        }
+                    }
+                    params.push(p);
+                }
+                (a.lr, a.betas.0)
+            }
+            Optimizer::RmsProp(r) => {
+                for s in &r.states {
+                    let mut p = ParamState::default();
+                    if s.step > 0 {
+                        p.step = Some(s.step as f64);
+                        p.tensors.push(("square_avg".to_string(), copy(&s.square_avg)?));
+                        if let Some(g) = &s.grad_avg {
+                            p.tensors.push(("grad_avg".to_string(), copy(g)?));
+                        }
+                        if let Some(buf) = &s.momentum_buffer {
+                            p.tensors.push(("momentum_buffer".to_string(), copy(buf)?));
+                        }
+                    }
+                    params.push(p);
+                }
+                (r.lr, r.momentum)
+            }
+        };
+        Ok(OptimizerState { lr, momentum, params })
+    }
+
+    /// `optimizer.load_state_dict(...)`: sets the lr, the momentum and each
+    /// parameter's state. A state of another optimizer (a buffer it does not
+    /// keep, another number of parameters, another shape) is refused and
+    /// nothing is changed.
+    pub fn load_state(&mut self, state: &OptimizerState) -> Result<(), OptimizerError> {
+        let bad = |why: String| Err(OptimizerError::State(why));
+        let stateless = matches!(self, Optimizer::Tch(..));
+        let (names, params): (&[&str], Vec<Tensor>) = match &*self {
+            Optimizer::Tch(..) => (&[], vec![]),
+            Optimizer::Sgd(o) => {
+                (&["momentum_buffer"], o.states.iter().map(|s| s.param.shallow_clone()).collect())
+            }
+            Optimizer::Adam(a) => (
+                &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
+                a.states.iter().map(|s| s.param.shallow_clone()).collect(),
+            ),
+            Optimizer::RmsProp(r) => (
+                &["square_avg", "grad_avg", "momentum_buffer"],
+                r.states.iter().map(|s| s.param.shallow_clone()).collect(),
+            ),
+        };
+        if stateless && state.params.iter().any(|p| !p.tensors.is_empty()) {
+            return bad("the file has momentum buffers; plain SGD keeps none".to_string());
+        }
+        if !stateless && state.params.len() != params.len() {
+            return bad(format!(
+                "state for {} parameters, the model has {}",
+                state.params.len(),
+                params.len()
+            ));
+        }
+        for (i, (p, param)) in state.params.iter().zip(&params).enumerate() {
+            for (name, t) in &p.tensors {
+                if !names.contains(&name.as_str()) {
+                    return bad(format!(
+                        "parameter {i}: '{name}' is not a buffer of this optimizer"
+                    ));
+                }
+                if t.size() != param.size() {
+                    return bad(format!(
+                        "parameter {i}: {name} has shape {:?}, the parameter {:?}",
+                        t.size(),
+                        param.size()
+                    ));
+                }
+            }
+        }
+        let get = |p: &ParamState, name: &str| -> Option<Tensor> {
+            p.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone())
+        };
+        let device = params.first().map(|p| p.device());
+        let to = |t: Tensor| -> Result<Tensor, OptimizerError> {
+            let t = match device {
+                Some(d) => t.f_to_device(d),
+                None => Ok(t),
+            };
+            t.and_then(|t| t.f_to_kind(tch::Kind::Float))
+                .map_err(|e| OptimizerError::State(e.to_string()))
+        };
+        match self {
+            Optimizer::Tch(o, lr) => {
+                o.set_lr(state.lr);
+                *lr = state.lr;
+            }
+            Optimizer::Sgd(o) => {
+                for (s, p) in o.states.iter_mut().zip(&state.params) {
+                    s.momentum_buffer = get(p, "momentum_buffer").map(to).transpose()?;
+                }
+                (o.lr, o.momentum) = (state.lr, state.momentum);
+            }
+            Optimizer::Adam(a) => {
+                for (s, p) in a.states.iter_mut().zip(&state.params) {
+                    s.step = p.step.unwrap_or(0.0);
+                    let zeros =
+                        || s.param.f_zeros_like().map_err(|e| OptimizerError::State(e.to_string()));
+                    s.exp_avg = get(p, "exp_avg").map(to).transpose()?.map_or_else(zeros, Ok)?;
+                    s.exp_avg_sq =
+                        get(p, "exp_avg_sq").map(to).transpose()?.map_or_else(zeros, Ok)?;
+                    if s.max_exp_avg_sq.is_some() {
+                        let max = get(p, "max_exp_avg_sq").map(to).transpose()?;
+                        s.max_exp_avg_sq = Some(max.map_or_else(zeros, Ok)?);
+                    }
+                }
+                (a.lr, a.betas.0) = (state.lr, state.momentum);
+            }
+            Optimizer::RmsProp(r) => {
+                for (s, p) in r.states.iter_mut().zip(&state.params) {
+                    s.step = p.step.unwrap_or(0.0) as u64;
+                    let zeros =
+                        || s.param.f_zeros_like().map_err(|e| OptimizerError::State(e.to_string()));
+                    s.square_avg =
+                        get(p, "square_avg").map(to).transpose()?.map_or_else(zeros, Ok)?;
+                    if s.grad_avg.is_some() {
+                        s.grad_avg =
+                            Some(get(p, "grad_avg").map(to).transpose()?.map_or_else(zeros, Ok)?);
+                    }
+                    s.momentum_buffer = get(p, "momentum_buffer").map(to).transpose()?;
+                }
+                (r.lr, r.momentum) = (state.lr, state.momentum);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An optimizer's state (see [`Optimizer::state`]).
+#[derive(Debug, Default)]
+pub struct OptimizerState {
+    /// `param_groups[0]["lr"]`.
+    pub lr: f64,
+    /// `param_groups[0]["momentum"]` (SGD, RMSprop) or `["betas"][0]`
+    /// (Adam, AdamW): OneCycleLR changes it.
+    pub momentum: f64,
+    /// `state[p]` for each parameter, in `model.parameters()`'s order.
+    pub params: Vec<ParamState>,
+}
+
+/// One parameter's `state[p]`: its step count (Adam, RMSprop) and buffers,
+/// empty before its first step.
+#[derive(Debug, Default)]
+pub struct ParamState {
+    pub step: Option<f64>,
+    pub tensors: Vec<(String, Tensor)>,
 }
 
 /// One state per trainable variable of `vs` (in `model.parameters()`'s
@@ -344,6 +550,87 @@ fn param_states<S>(
 /// gradient).
 fn set_to_none(vs: &nn::VarStore) -> Result<nn::Optimizer, TchError> {
     nn::Sgd::default().build(vs, 0.0)
+}
+
+/// `torch.optim.SGD` (the default single-tensor path), operation for
+/// operation (`add(..., alpha=)` rebuilt as in [`Adam`]):
+///
+/// ```python
+/// if weight_decay != 0: grad = grad.add(param, alpha=weight_decay)
+/// if momentum != 0:
+///     if buf is None: buf = grad.detach().clone()
+///     else: buf.mul_(momentum).add_(grad, alpha=1 - dampening)
+///     grad = grad.add(buf, alpha=momentum) if nesterov else buf
+/// param.add_(grad, alpha=-lr)
+/// ```
+pub struct Sgd {
+    states: Vec<SgdState>,
+    lr: f64,
+    momentum: f64,
+    dampening: f64,
+    weight_decay: f64,
+    nesterov: bool,
+    /// For `zero_grad` (see [`set_to_none`]).
+    zero_grad: nn::Optimizer,
+}
+
+struct SgdState {
+    param: Tensor,
+    momentum_buffer: Option<Tensor>,
+}
+
+impl Sgd {
+    fn new(vs: &nn::VarStore, c: &OptimizerConfig) -> Result<Sgd, TchError> {
+        let states = param_states(vs, |param, _| Ok(SgdState { param, momentum_buffer: None }))?;
+        Ok(Sgd {
+            states,
+            lr: c.lr,
+            momentum: c.momentum,
+            dampening: c.dampening,
+            weight_decay: c.weight_decay,
+            nesterov: c.nesterov,
+            zero_grad: set_to_none(vs)?,
+        })
+    }
+
+    /// `optimizer.step()`: parameters without a gradient are skipped.
+    pub fn step(&mut self) -> Result<(), TchError> {
+        let (lr, momentum, dampening, wd) =
+            (self.lr, self.momentum, self.dampening, self.weight_decay);
+        let nesterov = self.nesterov;
+        tch::no_grad(|| {
+            for s in &mut self.states {
+                let grad = s.param.grad();
+                if !grad.defined() {
+                    continue;
+                }
+                let mut grad = if wd != 0.0 { add_scaled(&grad, &s.param, wd)? } else { grad };
+                if momentum != 0.0 {
+                    let buf = match s.momentum_buffer.take() {
+                        None => grad.f_detach_copy()?, // grad.detach().clone()
+                        Some(mut buf) => {
+                            let _ = buf.f_mul_scalar_(momentum)?;
+                            if dampening == 0.0 {
+                                let _ = buf.f_add_(&grad)?; // alpha 1: one rounding either way
+                                buf
+                            } else {
+                                add_scaled(&buf, &grad, 1.0 - dampening)?
+                            }
+                        }
+                    };
+                    grad = if nesterov {
+                        add_scaled(&grad, &buf, momentum)?
+                    } else {
+                        buf.shallow_clone()
+                    };
+                    s.momentum_buffer = Some(buf);
+                }
+                let updated = add_scaled(&s.param, &grad, -lr)?;
+                s.param.f_copy_(&updated)?;
+            }
+            Ok(())
+        })
+    }
 }
 
 /// One parameter's state: `state[p]` of `torch.optim.Adam`.

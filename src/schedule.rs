@@ -42,7 +42,7 @@ pub enum SchedulerConfig {
     /// the lr from the first step on (the optimizer's own lr is not used)
     /// and, with `cycle_momentum`, the momentum too: SGD's and RMSprop's
     /// `momentum`, Adam's and AdamW's `betas[0]`. `total_steps: None` is
-    /// `epochs * steps_per_epoch`, which [`crate::training::train`] fills in.
+    /// `epochs * steps_per_epoch`, which the training loop fills in.
     OneCycle {
         max_lr: f64,
         total_steps: Option<usize>,

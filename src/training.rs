@@ -1,16 +1,16 @@
 //! Training a classifier on real data: the example's model, loss and optimizer
 //! in an epoch loop (`train`), and evaluating a saved model (`eval`).
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, LinearParams};
 use crate::data::{split, Dataset, SplitError, Standardizer};
 use crate::example::host_copy;
 use crate::loss::{CrossEntropyLoss, LossError};
-use crate::model::MyModel;
+use crate::model::Classifier;
 use crate::optim::{self, NormType, Optimizer, OptimizerConfig, OptimizerError};
 use crate::schedule::{PlateauMode, ScheduleError, Scheduler, SchedulerConfig, Stepping};
 use serde::Serialize;
 use std::fmt;
-use tch::nn::{self, Module};
+use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, TchError, Tensor};
 
 /// Why training or evaluation could not start, or stopped.
@@ -104,6 +104,11 @@ pub struct TrainConfig {
     /// `torch.manual_seed(seed)` before the split.
     pub seed: i64,
     pub epochs: usize,
+    /// Hidden layer sizes: empty is the example's `MyModel`, else an
+    /// [`crate::model::Mlp`] (Linear, ReLU, Dropout per hidden layer).
+    pub hidden: Vec<usize>,
+    /// The Mlp's `nn.Dropout(p)`, in [0, 1); 0 without hidden layers.
+    pub dropout: f64,
     /// Rows per optimizer step; `None` is the whole training split (no
     /// shuffling).
     pub batch_size: Option<usize>,
@@ -138,6 +143,8 @@ impl Default for TrainConfig {
         TrainConfig {
             seed: 0,
             epochs: 200,
+            hidden: Vec::new(),
+            dropout: 0.0,
             batch_size: None,
             optimizer: OptimizerConfig::default(),
             scheduler: None,
@@ -201,7 +208,7 @@ impl TrainRun {
     }
 }
 
-/// Trains `MyModel` (softmax regression) on `data`, in the order
+/// Trains `MyModel` (softmax regression), or the `Mlp` of `config.hidden`, on `data`, in the order
 /// `scripts/reference.py train` does it, so the per-epoch numbers are
 /// PyTorch's: seed, split (`randperm`), standardize, `MyModel(D, C)` (or the
 /// parameters of `init`), the optimizer, then per epoch: shuffle (`randperm`, for
@@ -229,7 +236,9 @@ pub fn train(
     };
 
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = MyModel::new(&vs.root(), data.features as i64, classes as i64);
+    let hidden: Vec<i64> = config.hidden.iter().map(|&h| h as i64).collect();
+    let (features, classes64) = (data.features as i64, classes as i64);
+    let model = Classifier::new(&vs.root(), features, &hidden, classes64, config.dropout);
     if let Some(ck) = init {
         copy_params(&model, ck);
     }
@@ -267,7 +276,7 @@ pub fn train(
     // The one full check of logits against labels (class range, shapes,
     // weights); the steps and evaluations then skip it.
     for (x, y) in [(&x_train, &y_train), (&x_test, &y_test)] {
-        let _ = tch::no_grad(|| loss_fn.f_forward(&model.forward(x), y))?;
+        let _ = tch::no_grad(|| loss_fn.f_forward(&model.forward_t(x, false), y))?;
     }
     let start = std::time::Instant::now();
     // (Not more: a huge --epochs is the user's to stop, not an allocation.)
@@ -334,11 +343,22 @@ pub fn train(
     let seconds = start.elapsed().as_secs_f64();
 
     let confusion = confusion_matrix(&model, &x_test, &y_test, classes)?;
+    let layers = model
+        .linears()
+        .into_iter()
+        .map(|l| -> Result<LinearParams, TchError> {
+            let bias = l.bs.as_ref().expect("every Linear here has a bias");
+            Ok(LinearParams {
+                weight: Vec::<f32>::try_from(&host_copy(&l.ws).flatten(0, -1))?,
+                bias: Vec::<f32>::try_from(&host_copy(bias))?,
+            })
+        })
+        .collect::<Result<_, _>>()?;
     let checkpoint = Checkpoint {
-        weight: Vec::<f32>::try_from(&host_copy(model.weight()).flatten(0, -1))?,
-        bias: Vec::<f32>::try_from(&host_copy(model.bias()))?,
+        layers,
         classes,
         features: data.features,
+        hidden: config.hidden.clone(),
         standardizer,
     };
     Ok(TrainRun {
@@ -384,6 +404,18 @@ pub fn check_train(
     if config.batch_size == Some(0) {
         return bad("batch_size", "at least 1");
     }
+    if config.hidden.contains(&0) {
+        return bad("hidden", "sizes of at least 1");
+    }
+    if init.is_some_and(|ck| ck.hidden != config.hidden) {
+        return bad("hidden", "the checkpoint's hidden sizes");
+    }
+    if !(0.0..1.0).contains(&config.dropout) {
+        return bad("dropout", "in [0, 1)");
+    }
+    if config.dropout != 0.0 && config.hidden.is_empty() {
+        return bad("dropout", "0 without hidden layers (MyModel has no Dropout)");
+    }
     let (_, n_train) = crate::data::split_sizes(data.rows, config.test_fraction)?;
     let batch = config.batch_size.map_or(n_train, |b| b.min(n_train));
     scheduler_config(config, n_train.div_ceil(batch))?;
@@ -427,15 +459,15 @@ fn scheduler_config(
 /// forward, loss, zero_grad, backward, step: the example's five lines. Returns
 /// the loss; a non-finite one is not stepped on.
 fn train_step(
-    model: &MyModel,
+    model: &Classifier,
     loss_fn: &CrossEntropyLoss,
     optimizer: &mut Optimizer,
     clip: &Clip,
     x: &Tensor,
     y: &Tensor,
 ) -> Result<f32, TrainError> {
-    let outputs = model.forward(x);
-    // The labels were checked once, before the loop (`check_targets`).
+    let outputs = model.forward_t(x, true); // model.train()
+                                            // The labels were checked once, before the loop (`check_targets`).
     let loss = loss_fn.f_forward_unchecked(&outputs, y)?;
     let value = loss.f_double_value(&[])? as f32;
     if value.is_finite() {
@@ -469,13 +501,14 @@ impl Clip {
 /// Loss and accuracy of the model on `(x, y)`, without gradients. The
 /// labels must be valid class indices: callers check them once beforehand.
 fn evaluate(
-    model: &MyModel,
+    model: &Classifier,
     loss_fn: &CrossEntropyLoss,
     x: &Tensor,
     y: &Tensor,
 ) -> Result<(f32, f64), TrainError> {
+    // model.eval(); with torch.no_grad():
     tch::no_grad(|| {
-        let logits = model.forward(x);
+        let logits = model.forward_t(x, false);
         // The labels were checked once, before any evaluation.
         let loss = loss_fn.f_forward_unchecked(&logits, y)?.f_double_value(&[])? as f32;
         let correct = logits.argmax(1, false).eq_tensor(y).sum(Kind::Int64).int64_value(&[]);
@@ -485,12 +518,12 @@ fn evaluate(
 
 /// `[true class][predicted class]` counts.
 pub fn confusion_matrix(
-    model: &MyModel,
+    model: &Classifier,
     x: &Tensor,
     y: &Tensor,
     classes: usize,
 ) -> Result<Vec<Vec<i64>>, TchError> {
-    let pred = tch::no_grad(|| model.forward(x).argmax(1, false));
+    let pred = tch::no_grad(|| model.forward_t(x, false).argmax(1, false));
     let pred = Vec::<i64>::try_from(&pred.f_to_device(Device::Cpu)?)?;
     let truth = Vec::<i64>::try_from(&y.f_to_device(Device::Cpu)?)?;
     let mut m = vec![vec![0i64; classes]; classes];
@@ -502,10 +535,17 @@ pub fn confusion_matrix(
 
 /// The checkpoint's class count, if it fits the data's features and labels.
 fn check_checkpoint_fits(ck: &Checkpoint, data: &Dataset) -> Result<usize, TrainError> {
-    if ck.weight.len() != ck.classes * ck.features || ck.bias.len() != ck.classes {
+    let sizes = ck.sizes();
+    let fits = ck.layers.len() + 1 == sizes.len()
+        && ck
+            .layers
+            .iter()
+            .zip(sizes.windows(2))
+            .all(|(l, io)| l.weight.len() == io[0] * io[1] && l.bias.len() == io[1]);
+    if !fits {
         return Err(TrainError::Config {
             what: "checkpoint",
-            rule: "a weight of classes x features values and a bias of classes values",
+            rule: "a weight of out x in values and a bias of out values per layer",
         });
     }
     if ck.features != data.features {
@@ -519,11 +559,15 @@ fn check_checkpoint_fits(ck: &Checkpoint, data: &Dataset) -> Result<usize, Train
 }
 
 /// Overwrites the model's parameters with the checkpoint's (same shapes).
-fn copy_params(model: &MyModel, ck: &Checkpoint) {
+fn copy_params(model: &Classifier, ck: &Checkpoint) {
     tch::no_grad(|| {
-        let w = Tensor::from_slice(&ck.weight).view([ck.classes as i64, ck.features as i64]);
-        model.weight().shallow_clone().copy_(&w);
-        model.bias().shallow_clone().copy_(&Tensor::from_slice(&ck.bias));
+        for (layer, params) in model.linears().into_iter().zip(&ck.layers) {
+            let w = Tensor::from_slice(&params.weight).view(layer.ws.size().as_slice());
+            layer.ws.shallow_clone().copy_(&w);
+            if let Some(bs) = &layer.bs {
+                bs.shallow_clone().copy_(&Tensor::from_slice(&params.bias));
+            }
+        }
     });
 }
 
@@ -531,9 +575,10 @@ fn copy_params(model: &MyModel, ck: &Checkpoint) {
 pub fn model_from_checkpoint(
     ck: &Checkpoint,
     device: Device,
-) -> Result<(nn::VarStore, MyModel), TchError> {
+) -> Result<(nn::VarStore, Classifier), TchError> {
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = MyModel::new(&vs.root(), ck.features as i64, ck.classes as i64);
+    let hidden: Vec<i64> = ck.hidden.iter().map(|&h| h as i64).collect();
+    let model = Classifier::new(&vs.root(), ck.features as i64, &hidden, ck.classes as i64, 0.0);
     copy_params(&model, ck);
     if device != Device::Cpu {
         vs.set_device(device);

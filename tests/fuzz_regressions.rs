@@ -38,11 +38,15 @@ fn csv_reader_regressions() {
 fn checkpoint_reader_regressions() {
     let mut files = inputs("checkpoint_loader");
     // Plus every prefix of a real checkpoint: truncation at any byte.
+    use cross_entropy_tch::checkpoint::LinearParams;
     let real = Checkpoint {
-        weight: vec![0.5; 12],
-        bias: vec![0.1; 3],
+        layers: vec![
+            LinearParams { weight: vec![0.5; 20], bias: vec![0.1; 5] },
+            LinearParams { weight: vec![-0.5; 15], bias: vec![0.2; 3] },
+        ],
         classes: 3,
         features: 4,
+        hidden: vec![5],
         standardizer: Some(cross_entropy_tch::data::Standardizer {
             mean: vec![1.0; 4],
             std: vec![2.0; 4],
@@ -55,7 +59,14 @@ fn checkpoint_reader_regressions() {
     }
     for (name, bytes) in files {
         let result = std::panic::catch_unwind(|| {
-            Checkpoint::from_bytes(&bytes).map(|c| (c.weight.len(), c.classes * c.features))
+            Checkpoint::from_bytes(&bytes).map(|c| {
+                let sizes = c.sizes();
+                let got: Vec<(usize, usize)> =
+                    c.layers.iter().map(|l| (l.weight.len(), l.bias.len())).collect();
+                let want: Vec<(usize, usize)> =
+                    sizes.windows(2).map(|io| (io[0] * io[1], io[1])).collect();
+                (got, want)
+            })
         });
         match result {
             Err(_) => panic!("{name}: the checkpoint reader panicked"),

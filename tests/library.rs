@@ -140,11 +140,20 @@ fn the_training_api_refuses_settings_that_make_no_sense() {
     let no_clip = TrainConfig { clip_grad_norm: Some(-1.0), ..TrainConfig::default() };
     assert_eq!(refused(no_clip, None), "clip_grad_norm");
     let short = Checkpoint {
-        weight: vec![0.0; 5],
-        bias: vec![0.0; 3],
+        layers: vec![cross_entropy_tch::checkpoint::LinearParams {
+            weight: vec![0.0; 5],
+            bias: vec![0.0; 3],
+        }],
         classes: 3,
         features: 4,
+        hidden: vec![],
         standardizer: None,
     };
     assert_eq!(refused(TrainConfig::default(), Some(&short)), "checkpoint");
+    let no_dropout_layer = TrainConfig { dropout: 0.5, ..TrainConfig::default() };
+    assert_eq!(refused(no_dropout_layer, None), "dropout");
+    let mlp = TrainConfig { hidden: vec![4], dropout: 1.0, ..TrainConfig::default() };
+    assert_eq!(refused(mlp, None), "dropout");
+    let empty_layer = TrainConfig { hidden: vec![4, 0], ..TrainConfig::default() };
+    assert_eq!(refused(empty_layer, None), "hidden");
 }

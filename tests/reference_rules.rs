@@ -228,6 +228,10 @@ fn cases() -> Vec<Case> {
             &["--dataset", "iris", "--scheduler", "step", "--step-size", "1", "--patience", "0"],
             2,
         ),
+        train("dropout 1", &["--dataset", "iris", "--hidden", "4", "--dropout", "1"], 2),
+        train("dropout without hidden layers", &["--dataset", "iris", "--dropout", "0.3"], 2),
+        train("hidden size 0", &["--dataset", "iris", "--hidden", "4,0"], 2),
+        train("hidden size not a number", &["--dataset", "iris", "--hidden", "4,x"], 2),
         train("unknown scheduler", &["--dataset", "iris", "--scheduler", "cyclic"], 2),
         train("onecycle without max lr", &["--dataset", "iris", "--scheduler", "onecycle"], 2),
         train(

@@ -33,7 +33,16 @@ fn f32_of(v: &Value) -> f32 {
 fn assert_train_equal(rust: &Value, torch: &Value, what: &str) {
     assert_eq!(rust["data"], torch["data"], "{what}: data");
     assert_eq!(rust["confusion_matrix"], torch["confusion_matrix"], "{what}: confusion matrix");
-    for key in ["seed", "epochs", "batch_size", "standardize", "optimizer", "clip_norm_type"] {
+    for key in [
+        "seed",
+        "epochs",
+        "batch_size",
+        "hidden",
+        "dropout",
+        "standardize",
+        "optimizer",
+        "clip_norm_type",
+    ] {
         assert_eq!(rust["config"][key], torch["config"][key], "{what}: config.{key}");
     }
     // The optimizer's arguments: every one the reference passed to
@@ -231,11 +240,31 @@ fn training_is_bit_equal_to_pytorch() {
         &["--scheduler", "warmup-cosine", "--warmup-epochs", "5", "--start-factor", "0.1"],
         &["--scheduler", "plateau", "--patience", "1", "--factor", "0.5", "--lr", "3"],
         &["--scheduler", "plateau", "--mode", "max", "--patience", "0", "--cooldown", "2"],
+        // The MLP: Linear + ReLU (+ Dropout in train mode, masks from the
+        // same generator as the shuffles), evaluated in eval mode.
+        &["--hidden", "16,8", "--dropout", "0.2", "--batch-size", "16"],
+        &["--hidden", "32", "--optimizer", "adam", "--lr", "0.01"],
+        &[
+            "--hidden",
+            "8,8",
+            "--dropout",
+            "0.5",
+            "--batch-size",
+            "32",
+            "--scheduler",
+            "onecycle",
+            "--max-lr",
+            "0.3",
+            "--clip-grad-norm",
+            "1",
+        ],
     ];
     let runs = ["iris", "wine"]
         .into_iter()
         .flat_map(|d| variants.iter().map(move |v| (d, *v)))
-        .chain(optimizers.iter().map(|v| ("wine", *v)));
+        .chain(optimizers.iter().map(|v| ("wine", *v)))
+        // digits: 64 features, 10 classes, the MLP with dropout.
+        .chain([("digits", &["--hidden", "64,32", "--dropout", "0.2", "--batch-size", "64"][..])]);
     let cases: Vec<Vec<&str>> = runs
         .map(|(dataset, extra)| {
             let mut args =
@@ -304,34 +333,43 @@ fn assert_eval_equal(a: &Value, b: &Value, what: &str) {
 #[test]
 fn checkpoints_round_trip_with_pytorch() {
     let Some(python) = reference_python() else { return };
-    let (ours, theirs) = (tmp("ours.safetensors"), tmp("theirs.safetensors"));
-    let flags = ["--dataset", "iris", "--epochs", "40", "--batch-size", "24", "--momentum", "0.9"];
-    let mut rust_args = flags.to_vec();
-    rust_args.extend(["--save", ours.to_str().unwrap()]);
-    let mut torch_args = flags.to_vec();
-    torch_args.extend(["--save", theirs.to_str().unwrap()]);
-    let (r, _) = train_both(&python, &rust_args);
-    let (_, t) = train_both(&python, &torch_args);
-    assert_train_equal(&r, &t, "training before the saves");
+    // MyModel, and the MLP (its `layers.N` names, dropout in training only).
+    let runs: [(&str, &[&str]); 2] =
+        [("linear", &["--momentum", "0.9"]), ("mlp", &["--hidden", "8,4", "--dropout", "0.25"])];
+    for (name, extra) in runs {
+        let (ours, theirs) =
+            (tmp(&format!("ours-{name}.safetensors")), tmp(&format!("theirs-{name}.safetensors")));
+        let mut flags = vec!["--dataset", "iris", "--epochs", "40", "--batch-size", "24"];
+        flags.extend_from_slice(extra);
+        let mut rust_args = flags.clone();
+        rust_args.extend(["--save", ours.to_str().unwrap()]);
+        let mut torch_args = flags.clone();
+        torch_args.extend(["--save", theirs.to_str().unwrap()]);
+        let (r, _) = train_both(&python, &rust_args);
+        let (_, t) = train_both(&python, &torch_args);
+        assert_train_equal(&r, &t, &format!("{name}: training before the saves"));
 
-    // The same training saved by each side: the same tensors and statistics.
-    let (a, b) = (Checkpoint::read(&ours).unwrap(), Checkpoint::read(&theirs).unwrap());
-    assert_eq!(a, b, "the checkpoints differ");
-    assert!(a.standardizer.is_some());
+        // The same training saved by each side: the same tensors and statistics.
+        let (a, b) = (Checkpoint::read(&ours).unwrap(), Checkpoint::read(&theirs).unwrap());
+        assert_eq!(a, b, "{name}: the checkpoints differ");
+        assert!(a.standardizer.is_some());
+        assert_eq!(a.layers.len(), 1 + a.hidden.len(), "{name}");
 
-    // Ours loads into PyTorch's MyModel (strictly) and evaluates the same;
-    // PyTorch's loads here and evaluates the same.
-    for ck in [&ours, &theirs] {
-        let rust = eval_json(None, ck, &[]);
-        let torch = eval_json(Some(&python), ck, &[]);
-        assert_eval_equal(&rust, &torch, &ck.display().to_string());
-        assert!(rust["accuracy"].as_f64().unwrap() > 0.9);
+        // Ours loads into PyTorch's model (strictly) and evaluates the same;
+        // PyTorch's loads here and evaluates the same.
+        for ck in [&ours, &theirs] {
+            let rust = eval_json(None, ck, &[]);
+            let torch = eval_json(Some(&python), ck, &[]);
+            assert_eval_equal(&rust, &torch, &ck.display().to_string());
+            assert!(rust["accuracy"].as_f64().unwrap() > 0.9, "{name}: {rust}");
+        }
+
+        // Continuing from a checkpoint matches too (the MLP's sizes come
+        // from the file).
+        let cont = ["--dataset", "iris", "--epochs", "5", "--load", ours.to_str().unwrap()];
+        let (r, t) = train_both(&python, &cont);
+        assert_train_equal(&r, &t, &format!("{name}: continued training"));
     }
-
-    // Continuing from a checkpoint matches too.
-    let cont = ["--dataset", "iris", "--epochs", "5", "--load", ours.to_str().unwrap()];
-    let (r, t) = train_both(&python, &cont);
-    assert_train_equal(&r, &t, "continued training");
 }
 
 #[test]

@@ -174,6 +174,17 @@ pub struct TrainArgs {
     #[arg(long, value_parser = at_least::<usize, 1>, allow_negative_numbers = true)]
     pub batch_size: Option<usize>,
 
+    /// Hidden layer sizes, comma separated (e.g. 64,32): an MLP of Linear,
+    /// ReLU and Dropout per hidden layer, then the output Linear, instead
+    /// of the example's one Linear. With --load, the checkpoint's sizes.
+    #[arg(long, value_delimiter = ',', value_parser = at_least::<usize, 1>, allow_negative_numbers = true)]
+    pub hidden: Option<Vec<usize>>,
+
+    /// nn.Dropout(p) after each hidden layer's ReLU, in [0, 1); active in
+    /// training steps only (model.train() / model.eval()).
+    #[arg(long, value_name = "P", default_value_t = TrainConfig::default().dropout, value_parser = parse_dropout, allow_negative_numbers = true)]
+    pub dropout: f64,
+
     /// The optimizer: torch.optim.SGD, Adam, AdamW or RMSprop, with
     /// torch.optim's arguments and defaults.
     #[arg(long, value_parser = optimizer_kind(), default_value_t = OptimizerConfig::default().kind)]
@@ -530,6 +541,13 @@ fn parse_unit(s: &str) -> Result<f64, String> {
     match parse_finite(s) {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
         _ => Err(format!("must be between 0 and 1, got {s}")),
+    }
+}
+
+fn parse_dropout(s: &str) -> Result<f64, String> {
+    match parse_finite(s) {
+        Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
+        _ => Err(format!("must be in [0, 1), got {s}")),
     }
 }
 

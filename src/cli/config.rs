@@ -101,6 +101,8 @@ impl TrainArgs {
         Ok(TrainConfig {
             seed: self.seed,
             epochs: self.epochs,
+            hidden: self.hidden.clone().unwrap_or_default(),
+            dropout: self.dropout,
             batch_size: self.batch_size,
             optimizer: self.optimizer_config()?,
             scheduler: self.scheduler_config()?,

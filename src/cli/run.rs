@@ -57,10 +57,13 @@ fn run_example(args: &ExampleArgs) -> Result<()> {
 }
 
 fn run_train(args: &TrainArgs) -> Result<()> {
-    let config = args.config()?;
+    let mut config = args.config()?;
     let device = args.common.apply()?;
     let data = args.data.load()?;
     let init = args.load.as_deref().map(load_checkpoint).transpose()?;
+    if let (Some(ck), None) = (&init, &args.hidden) {
+        config.hidden = ck.hidden.clone(); // --load's model, unless --hidden says otherwise
+    }
     args.check(&data, &config, init.as_ref())?;
     // Every output path is checked before training starts.
     let save = args.save.as_deref().map(|p| AtomicFile::create(p, "--save")).transpose()?;

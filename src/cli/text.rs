@@ -7,6 +7,7 @@ use cross_entropy_tch::device::device_name;
 use cross_entropy_tch::example::{ExampleConfig, ExampleRun};
 use cross_entropy_tch::loss::cross_entropy;
 use cross_entropy_tch::optim::OptimizerConfig;
+use cross_entropy_tch::schedule::SchedulerConfig;
 use cross_entropy_tch::training::{EpochMetrics, EvalRun, TrainRun};
 use tch::{Device, TchError};
 
@@ -147,8 +148,13 @@ pub fn train_summary(run: &TrainRun, written: &[String]) -> String {
         _ => "full batch".to_string(),
     };
     let mut optim = optimizer_text(&c.optimizer);
-    if let Some(s) = &c.scheduler {
-        optim += &format!(", {}", s.torch_name());
+    match &c.scheduler {
+        // It replaces the optimizer's lr from the first step.
+        Some(SchedulerConfig::OneCycle { max_lr, .. }) => {
+            optim += &format!(", OneCycleLR max_lr {max_lr}")
+        }
+        Some(s) => optim += &format!(", {}", s.torch_name()),
+        None => {}
     }
     if let Some(max) = c.clip_grad_norm {
         optim += &format!(", clip_grad_norm_ {max} (norm {})", c.clip_norm_type);
@@ -163,9 +169,24 @@ pub fn train_summary(run: &TrainRun, written: &[String]) -> String {
     if c.label_smoothing != 0.0 {
         loss.push(format!("label_smoothing={}", c.label_smoothing));
     }
+    let model = if c.hidden.is_empty() {
+        format!(
+            "MyModel(linear=Linear(in_features={}, out_features={}, bias=True))",
+            d.features, d.classes
+        )
+    } else {
+        let sizes: Vec<String> = c.hidden.iter().map(|h| h.to_string()).collect();
+        format!(
+            "MLP({} -> {} -> {}, ReLU, Dropout(p={}))",
+            d.features,
+            sizes.join(" -> "),
+            d.classes,
+            c.dropout
+        )
+    };
     let mut s = format!(
         "data:      {} ({} rows, {} features, {} classes): {} train, {} test, {}\n\
-         model:     MyModel(linear=Linear(in_features={}, out_features={}, bias=True)) on {}\n\
+         model:     {model} on {}\n\
          training:  {} epochs, {batch}, {optim}, nn.CrossEntropyLoss({}), seed {}\n\
          final:     train loss {:.4} accuracy {:.3} | test loss {:.4} accuracy {:.3}\n\
          speed:     {:.0} samples/s ({:.2} s for {} epochs)\n\
@@ -177,8 +198,6 @@ pub fn train_summary(run: &TrainRun, written: &[String]) -> String {
         d.train_rows,
         d.test_rows,
         if c.standardize { "standardized" } else { "raw features" },
-        d.features,
-        d.classes,
         device_name(run.device),
         run.epochs.len(),
         loss.join(", "),

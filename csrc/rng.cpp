@@ -1,0 +1,58 @@
+// The state of libtorch's default CPU generator, as `torch.get_rng_state()`
+// and `torch.set_rng_state()` read and write it (tch has neither). Used by
+// src/rng.rs; no C++ exception crosses into Rust.
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <mutex>
+
+namespace {
+// The last error's message, for the Rust side.
+thread_local char last_error[512];
+
+void remember(const char* what) {
+  std::strncpy(last_error, what, sizeof(last_error) - 1);
+  last_error[sizeof(last_error) - 1] = '\0';
+}
+}  // namespace
+
+extern "C" {
+
+const char* ce_rng_last_error() { return last_error; }
+
+// Copies the state into out (cap bytes) and returns its length; -1 on an
+// error, or the length needed when cap is too small (nothing copied then).
+int64_t ce_cpu_rng_get_state(uint8_t* out, int64_t cap) {
+  try {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    at::Tensor state = gen.get_state();
+    int64_t n = state.numel();
+    if (n <= cap) std::memcpy(out, state.data_ptr(), n);
+    return n;
+  } catch (const std::exception& e) {
+    remember(e.what());
+    return -1;
+  }
+}
+
+// Sets the state from len bytes; 0 on success, -1 on an error (a state of
+// the wrong size or version is refused by libtorch).
+int ce_cpu_rng_set_state(const uint8_t* bytes, int64_t len) {
+  try {
+    at::Tensor state = at::empty({len}, at::kByte);
+    std::memcpy(state.data_ptr(), bytes, len);
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(state);
+    return 0;
+  } catch (const std::exception& e) {
+    remember(e.what());
+    return -1;
+  }
+}
+}

@@ -1,0 +1,63 @@
+//! The state of libtorch's default CPU generator, the one `tch::manual_seed`
+//! seeds and every CPU draw (`randperm`, `uniform_`, dropout's `bernoulli_`)
+//! advances: `torch.get_rng_state()` and `torch.set_rng_state()`, which tch
+//! does not bind (`csrc/rng.cpp` does, built by `build.rs`). The bytes are
+//! PyTorch's own format, so a state saved here restores in PyTorch and the
+//! other way round.
+//!
+//! ```python
+//! state = torch.get_rng_state()   # rng::cpu_state()
+//! torch.set_rng_state(state)      # rng::set_cpu_state(&state)
+//! ```
+
+use std::ffi::CStr;
+use std::fmt;
+
+extern "C" {
+    fn ce_rng_last_error() -> *const std::os::raw::c_char;
+    fn ce_cpu_rng_get_state(out: *mut u8, cap: i64) -> i64;
+    fn ce_cpu_rng_set_state(bytes: *const u8, len: i64) -> std::os::raw::c_int;
+}
+
+/// libtorch refused to read or set the generator's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RngError(pub String);
+
+impl fmt::Display for RngError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the CPU generator's state: {}", self.0)
+    }
+}
+
+impl std::error::Error for RngError {}
+
+fn last_error() -> RngError {
+    // SAFETY: a NUL-terminated thread-local buffer of csrc/rng.cpp.
+    RngError(unsafe { CStr::from_ptr(ce_rng_last_error()) }.to_string_lossy().into_owned())
+}
+
+/// `torch.get_rng_state()`: the default CPU generator's state.
+pub fn cpu_state() -> Result<Vec<u8>, RngError> {
+    let mut buf = vec![0u8; 8192];
+    loop {
+        // SAFETY: `buf` has `buf.len()` writable bytes.
+        let n = unsafe { ce_cpu_rng_get_state(buf.as_mut_ptr(), buf.len() as i64) };
+        if n < 0 {
+            return Err(last_error());
+        }
+        if n as usize <= buf.len() {
+            buf.truncate(n as usize);
+            return Ok(buf);
+        }
+        buf.resize(n as usize, 0);
+    }
+}
+
+/// `torch.set_rng_state(state)`: libtorch checks the size and version.
+pub fn set_cpu_state(state: &[u8]) -> Result<(), RngError> {
+    // SAFETY: `state` is `state.len()` readable bytes.
+    if unsafe { ce_cpu_rng_set_state(state.as_ptr(), state.len() as i64) } != 0 {
+        return Err(last_error());
+    }
+    Ok(())
+}
