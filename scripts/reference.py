@@ -564,13 +564,13 @@ def f32_tensor(data, shape):
     return flat.reshape(shape)
 
 
-def load_checkpoint(path):
+def load_checkpoint(path, flag="--load"):
     """linear.weight (C, D) and linear.bias (C,), float32 (other tensors are
     ignored), and the standardization statistics from the metadata when
     both standardize_mean and standardize_std are there."""
     import safetensors
 
-    shown = f"--load {path}"
+    shown = f"{flag} {path}"
     try:
         with open(path, "rb") as f:
             blob = f.read()
@@ -625,8 +625,10 @@ def load_checkpoint(path):
 def checkpoint_fits(ck, data):
     """The checkpoint's class count, if its model fits the data."""
     if ck.features != data.x.shape[1]:
-        raise UsageError(f"the checkpoint's model takes {ck.features} features ({WEIGHT} is "
-                         f"{ck.classes}x{ck.features}), the data has {data.x.shape[1]}")
+        first = layer_names(len(ck.layers))[0]
+        raise UsageError(f"the checkpoint's model takes {ck.features} features ({first}.weight is "
+                         f"{ck.layers[0][0].shape[0]}x{ck.features}), the data has "
+                         f"{data.x.shape[1]}")
     if ck.classes < data.classes:
         raise UsageError(f"the checkpoint's model has {ck.classes} classes, "
                          f"the data has labels up to {data.classes - 1}")
@@ -769,6 +771,8 @@ def train_parser():
     p.add_argument("--no-standardize", action="store_true")
     p.add_argument("--load", type=path_arg, default=None)
     p.add_argument("--save", type=path_arg, default=None)
+    p.add_argument("--checkpoint", type=path_arg, default=None)
+    p.add_argument("--resume", type=path_arg, default=None)
     p.add_argument("--quiet", action="store_true")
     common_flags(p)
     return p
@@ -917,6 +921,149 @@ def scheduler_of(args, optimizer, steps_per_epoch):
     return getattr(sched, cls_name)(optimizer, **kwargs)
 
 
+# ------------------------------------------------------- resume files --
+# A run's state after an epoch, as train --checkpoint writes it: the model's
+# tensors, optimizer.{i}.{buffer} per parameter, rng_state, and the epoch,
+# optimizer, scheduler and data as JSON metadata.
+RESUME_FORMAT = "cross-entropy-tch-resume"
+Resume = namedtuple("Resume", "ck epoch optimizer scheduler rng data buffers")
+
+
+def load_resume(path):
+    import safetensors
+
+    ck = load_checkpoint(path, "--resume")
+    with open(path, "rb") as f:
+        blob = f.read()
+    header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != RESUME_FORMAT:
+        raise UsageError(f"--resume {path}: a model checkpoint, not a resume checkpoint (no "
+                         "optimizer, scheduler or generator state; train --checkpoint writes "
+                         "one); --load starts from its weights")
+    try:
+        optimizer = json.loads(meta["optimizer"])
+        data = json.loads(meta["data"])
+        scheduler = json.loads(meta["scheduler"]) if "scheduler" in meta else None
+        epoch = int(meta["epoch"])
+    except (KeyError, ValueError) as e:
+        raise UsageError(f"--resume {path}: resume state: {e}")
+    tensors = dict(safetensors.deserialize(blob))
+    if "rng_state" not in tensors:
+        raise UsageError(f"--resume {path}: resume state: no rng_state tensor")
+    rng = torch.frombuffer(bytearray(tensors["rng_state"]["data"]), dtype=torch.uint8)
+    buffers = {}
+    for name, t in tensors.items():
+        if name.startswith("optimizer."):
+            _, i, buf = name.split(".", 2)
+            buffers.setdefault(int(i), {})[buf] = f32_tensor(t["data"], t["shape"])
+    return Resume(ck, epoch, optimizer, scheduler, rng, data, buffers)
+
+
+def check_resume(res, args, data, n):
+    """What the binary checks before resuming (training.rs's check_resume)."""
+    def differs(what, saved, now):
+        raise UsageError(f"--resume {args.resume}: the saved run has {what} {saved}, this one "
+                         f"{now}; resume with the same settings")
+    if (res.data["rows"], res.data["features"]) != (n, data.x.shape[1]):
+        differs("data of", f"{res.data['rows']} rows of {res.data['features']} features",
+                f"{n} rows of {data.x.shape[1]} features")
+    names = {k: cls.__name__ for k, (cls, _) in OPTIMIZERS.items()}
+    if res.optimizer["optimizer"] != args.optimizer:
+        differs("optimizer", names.get(res.optimizer["optimizer"], res.optimizer["optimizer"]),
+                names[args.optimizer])
+    saved = res.scheduler["name"] if res.scheduler else "none"
+    now = SCHEDULERS[args.scheduler][0] if args.scheduler else "none"
+    if saved != now:
+        differs("scheduler", saved, now)
+    if res.epoch >= args.epochs:
+        raise UsageError(f"--resume {args.resume}: the saved run is at epoch {res.epoch}; "
+                         "ask for more epochs than that")
+
+
+def restore(res, model, optimizer, scheduler):
+    """optimizer.load_state_dict, scheduler.load_state_dict, torch.set_rng_state."""
+    sched = torch.optim.lr_scheduler
+    n = len(list(model.parameters()))
+    steps = res.optimizer["steps"]
+    state = {}
+    for i in range(n):
+        entry = dict(res.buffers.get(i, {}))
+        step = steps[i] if i < len(steps) else None
+        if step is not None:
+            entry["step"] = torch.tensor(float(step))
+        if entry:
+            state[i] = entry
+    group = dict(optimizer.state_dict()["param_groups"][0])
+    group["lr"] = res.optimizer["lr"]
+    if "betas" in group:
+        group["betas"] = (res.optimizer["momentum"], group["betas"][1])
+    elif "momentum" in group:
+        group["momentum"] = res.optimizer["momentum"]
+    optimizer.load_state_dict({"state": state, "param_groups": [group]})
+    if scheduler is not None and res.scheduler is not None:
+        st = res.scheduler
+        sd = scheduler.state_dict()
+        sd["last_epoch"], sd["_last_lr"] = st["last_epoch"], [st["lr"]]
+        if isinstance(scheduler, sched.SequentialLR):
+            for sub, e in zip(sd["_schedulers"], st["schedulers_last_epoch"]):
+                sub["last_epoch"], sub["base_lrs"] = e, [st["base_lr"]]
+        elif isinstance(scheduler, sched.ReduceLROnPlateau):
+            sd["best"] = scheduler.mode_worse if st["best"] is None else st["best"]
+            sd["num_bad_epochs"], sd["cooldown_counter"] = st["num_bad_epochs"], st["cooldown_counter"]
+        elif not isinstance(scheduler, sched.OneCycleLR):
+            sd["base_lrs"] = [st["base_lr"]]
+        scheduler.load_state_dict(sd)
+    torch.set_rng_state(res.rng)
+
+
+def save_resume(model, optimizer, scheduler, stats, args, n, classes, out):
+    from safetensors.torch import save_file
+
+    sched = torch.optim.lr_scheduler
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    osd = optimizer.state_dict()
+    steps = []
+    for i in range(len(list(model.parameters()))):
+        st = osd["state"].get(i, {})
+        for name, v in st.items():
+            if name != "step" and torch.is_tensor(v):
+                tensors[f"optimizer.{i}.{name}"] = v.detach().cpu().float().contiguous()
+        steps.append(float(st["step"]) if "step" in st else None)
+    tensors["rng_state"] = torch.get_rng_state()
+    group = osd["param_groups"][0]
+    momentum = group["betas"][0] if "betas" in group else group.get("momentum", 0.0)
+    meta = {
+        "format": RESUME_FORMAT,
+        "epoch": str(args.epochs),
+        "optimizer": json.dumps({"optimizer": args.optimizer, "lr": group["lr"],
+                                 "momentum": momentum, "steps": steps}),
+        "data": json.dumps({"rows": n, "features": model_features(model), "classes": classes}),
+    }
+    if scheduler is not None:
+        st = {"name": type(scheduler).__name__, "last_epoch": scheduler.last_epoch,
+              "lr": scheduler.get_last_lr()[0], "base_lr": 0.0, "schedulers_last_epoch": [],
+              "best": None, "num_bad_epochs": 0, "cooldown_counter": 0}
+        if isinstance(scheduler, sched.SequentialLR):
+            st["schedulers_last_epoch"] = [s.last_epoch for s in scheduler._schedulers]
+            st["base_lr"] = scheduler._schedulers[0].base_lrs[0]
+        elif isinstance(scheduler, sched.ReduceLROnPlateau):
+            st["best"] = scheduler.best if math.isfinite(scheduler.best) else None
+            st["num_bad_epochs"] = scheduler.num_bad_epochs
+            st["cooldown_counter"] = scheduler.cooldown_counter
+        elif not isinstance(scheduler, sched.OneCycleLR):
+            st["base_lr"] = scheduler.base_lrs[0]
+        meta["scheduler"] = json.dumps(st)
+    if stats is not None:
+        meta["standardize_mean"] = json.dumps(stats[0].tolist())
+        meta["standardize_std"] = json.dumps(stats[1].tolist())
+    out.commit(lambda path: save_file(tensors, path, metadata=meta))
+
+
+def model_features(model):
+    return next(model.parameters()).shape[1]
+
+
 def train_main(args):
     if args.clip_norm_type is not None and args.clip_grad_norm is None:
         raise UsageError(f"--clip-norm-type {args.clip_norm_type} needs --clip-grad-norm")
@@ -924,8 +1071,15 @@ def train_main(args):
     optimizer_cls, optimizer_kwargs = optimizer_arguments(args)
     device = apply_common(args)
     data = load_data(args)
-    ck = load_checkpoint(args.load) if args.load else None
-    classes = checkpoint_fits(ck, data) if ck else data.classes
+    if args.resume and args.load:
+        raise UsageError("the argument '--resume <FILE.safetensors>' cannot be used with "
+                         "'--load <FILE.safetensors>'")
+    res = load_resume(args.resume) if args.resume else None
+    ck = res.ck if res else (load_checkpoint(args.load) if args.load else None)
+    try:
+        classes = checkpoint_fits(ck, data) if ck else data.classes
+    except UsageError as e:
+        raise UsageError(f"--resume {args.resume}: {e}" if res else f"--load {args.load}: {e}")
     hidden = args.hidden if args.hidden is not None else (ck.hidden if ck else [])
     weights = args.class_weights
     if weights is not None and len(weights) != classes:
@@ -942,7 +1096,10 @@ def train_main(args):
     if args.dropout != 0 and not hidden:
         raise UsageError("--dropout: dropout must be 0 without hidden layers "
                          "(MyModel has no Dropout)")
+    if res:
+        check_resume(res, args, data, n)
     save = OutputFile(args.save, "--save") if args.save else None
+    resume_out = OutputFile(args.checkpoint, "--checkpoint") if args.checkpoint else None
     x, y = data.x, data.y
     stats = ck.stats if ck else None
 
@@ -996,9 +1153,13 @@ def train_main(args):
         if per_batch:
             scheduler.step()
 
+    first_epoch = 1
+    if res:
+        restore(res, model, optimizer, scheduler)
+        first_epoch = res.epoch + 1
     epochs = []
     start = time.perf_counter()
-    for epoch in range(1, args.epochs + 1):
+    for epoch in range(first_epoch, args.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         model.train()
         if batch >= n_train:
@@ -1027,6 +1188,8 @@ def train_main(args):
     seconds = time.perf_counter() - start
     if save:
         save_checkpoint(model, stats, save)
+    if resume_out:
+        save_resume(model, optimizer, scheduler, stats, args, n, classes, resume_out)
     if args.json:
         doc = {
             "torch_version": torch.__version__.split("+")[0],

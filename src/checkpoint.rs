@@ -80,6 +80,10 @@ pub enum CheckpointError {
     Metadata(String),
     /// safetensors refused to serialize.
     Serialize(String),
+    /// A model checkpoint where a resume checkpoint was expected.
+    NotResume,
+    /// A resume checkpoint's state that is not what this crate writes.
+    Resume(String),
 }
 
 impl fmt::Display for CheckpointError {
@@ -107,6 +111,11 @@ impl fmt::Display for CheckpointError {
             ),
             CheckpointError::Metadata(why) => write!(f, "standardization metadata: {why}"),
             CheckpointError::Serialize(why) => write!(f, "cannot serialize: {why}"),
+            CheckpointError::Resume(why) => write!(f, "resume state: {why}"),
+            CheckpointError::NotResume => write!(
+                f,
+                "a model checkpoint, not a resume checkpoint (no optimizer, scheduler or generator state; train --checkpoint writes one); --load starts from its weights"
+            ),
         }
     }
 }
@@ -120,13 +129,25 @@ fn is_torch_save(bytes: &[u8]) -> bool {
     bytes.starts_with(b"PK\x03\x04") || (bytes.len() > 1 && bytes[0] == 0x80 && bytes[1] <= 5)
 }
 
-fn le_bytes(values: &[f32]) -> Vec<u8> {
+/// f32 values as little-endian bytes (safetensors' layout).
+pub fn le_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 impl Checkpoint {
     /// The safetensors bytes of this checkpoint.
     pub fn to_bytes(&self) -> Result<Vec<u8>, CheckpointError> {
+        self.to_bytes_with(Vec::new(), HashMap::new())
+    }
+
+    /// The safetensors bytes of this checkpoint with more tensors (`(name,
+    /// dtype, shape, little-endian bytes)`) and metadata beside the model's:
+    /// what a resume checkpoint adds.
+    pub fn to_bytes_with(
+        &self,
+        extra: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
+        extra_metadata: HashMap<String, String>,
+    ) -> Result<Vec<u8>, CheckpointError> {
         let err = |e: safetensors::SafeTensorError| CheckpointError::Serialize(e.to_string());
         let sizes = self.sizes();
         let bytes: Vec<(Vec<u8>, Vec<u8>)> =
@@ -141,7 +162,11 @@ impl Checkpoint {
             tensors.push((format!("{name}.weight"), weight));
             tensors.push((format!("{name}.bias"), bias));
         }
+        for (name, dtype, shape, data) in &extra {
+            tensors.push((name.clone(), TensorView::new(*dtype, shape.clone(), data).map_err(err)?));
+        }
         let mut metadata = HashMap::from([("format".to_string(), "cross-entropy-tch".to_string())]);
+        metadata.extend(extra_metadata);
         if let Some(s) = &self.standardizer {
             let json = |v: &Vec<f64>| {
                 serde_json::to_string(v).map_err(|e| CheckpointError::Serialize(e.to_string()))

@@ -32,6 +32,7 @@ pub mod example;
 pub mod init;
 pub mod loss;
 pub mod model;
+pub mod resume;
 pub mod optim;
 pub mod rng;
 pub mod schedule;

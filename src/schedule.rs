@@ -492,6 +492,99 @@ impl Scheduler {
     pub fn lr(&self) -> f64 {
         self.lr
     }
+
+    /// What `scheduler.state_dict()` holds that changes as it steps.
+    pub fn state(&self) -> SchedulerState {
+        let mut st = SchedulerState { lr: self.lr, ..SchedulerState::default() };
+        match &self.state {
+            State::Chainable(c) => (st.last_epoch, st.base_lr) = (c.last_epoch, c.base_lr),
+            State::OneCycle(o) => st.last_epoch = o.last_epoch,
+            State::Sequential { schedulers, last_epoch, .. } => {
+                st.last_epoch = *last_epoch;
+                st.base_lr = schedulers.first().map_or(0.0, |s| s.base_lr);
+                st.schedulers_last_epoch = schedulers.iter().map(|s| s.last_epoch).collect();
+            }
+            State::Plateau(p) => {
+                st.last_epoch = p.last_epoch;
+                st.best = p.best.is_finite().then_some(p.best);
+                (st.num_bad_epochs, st.cooldown_counter) = (p.num_bad_epochs, p.cooldown_counter);
+            }
+        }
+        st
+    }
+
+    /// `scheduler.load_state_dict(...)`: a scheduler of `config` (OneCycleLR's
+    /// `total_steps` given) in `state`, without an initial step; the
+    /// optimizer's lr is the caller's to restore (it is the optimizer's state).
+    pub fn restore(config: SchedulerConfig, state: &SchedulerState) -> Result<Scheduler, ScheduleError> {
+        config.check()?;
+        let bad = |what, rule| Err(ScheduleError { what, rule });
+        let st = state;
+        let state = match &config {
+            SchedulerConfig::OneCycle { max_lr, total_steps, div_factor, final_div_factor, .. } => {
+                let Some(total_steps) = *total_steps else {
+                    return bad("total_steps", "given");
+                };
+                let initial = max_lr / div_factor;
+                let lrs = (initial, *max_lr, initial / final_div_factor);
+                State::OneCycle(OneCycle { config, total_steps, lrs, last_epoch: st.last_epoch })
+            }
+            SchedulerConfig::Sequential { schedulers, milestones } => {
+                if st.schedulers_last_epoch.len() != schedulers.len() {
+                    return bad("the saved SequentialLR state", "one last_epoch per scheduler");
+                }
+                State::Sequential {
+                    schedulers: schedulers
+                        .iter()
+                        .zip(&st.schedulers_last_epoch)
+                        .map(|(c, &e)| Chainable { config: c.clone(), base_lr: st.base_lr, last_epoch: e })
+                        .collect(),
+                    milestones: milestones.clone(),
+                    last_epoch: st.last_epoch,
+                }
+            }
+            SchedulerConfig::Plateau { mode, .. } => {
+                let worse = match mode {
+                    PlateauMode::Min => f64::INFINITY,
+                    PlateauMode::Max => f64::NEG_INFINITY,
+                };
+                State::Plateau(Plateau {
+                    config,
+                    best: st.best.unwrap_or(worse),
+                    num_bad_epochs: st.num_bad_epochs,
+                    cooldown_counter: st.cooldown_counter,
+                    last_epoch: st.last_epoch,
+                })
+            }
+            _ => State::Chainable(Chainable { config, base_lr: st.base_lr, last_epoch: st.last_epoch }),
+        };
+        Ok(Scheduler { state, lr: st.lr })
+    }
+}
+
+/// A scheduler's state as it steps (see [`Scheduler::state`]), in
+/// `torch.optim.lr_scheduler`'s terms; each scheduler uses its part.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SchedulerState {
+    /// `last_epoch` (SequentialLR's own).
+    pub last_epoch: i64,
+    /// `get_last_lr()[0]`.
+    pub lr: f64,
+    /// `base_lrs[0]` (the chainable ones and SequentialLR's).
+    #[serde(default)]
+    pub base_lr: f64,
+    /// SequentialLR: each scheduler's `last_epoch`.
+    #[serde(default)]
+    pub schedulers_last_epoch: Vec<i64>,
+    /// ReduceLROnPlateau: `best` (`None` before a finite one: its
+    /// `mode_worse`, an infinity JSON cannot hold), `num_bad_epochs`,
+    /// `cooldown_counter`.
+    #[serde(default)]
+    pub best: Option<f64>,
+    #[serde(default)]
+    pub num_bad_epochs: usize,
+    #[serde(default)]
+    pub cooldown_counter: usize,
 }
 
 impl Chainable {

@@ -6,8 +6,9 @@ use crate::data::{split, Dataset, SplitError, Standardizer};
 use crate::example::host_copy;
 use crate::loss::{CrossEntropyLoss, LossError};
 use crate::model::Classifier;
-use crate::optim::{self, NormType, Optimizer, OptimizerConfig, OptimizerError};
-use crate::schedule::{PlateauMode, ScheduleError, Scheduler, SchedulerConfig, Stepping};
+use crate::optim::{self, NormType, Optimizer, OptimizerConfig, OptimizerError, OptimizerKind, OptimizerState};
+use crate::rng;
+use crate::schedule::{PlateauMode, ScheduleError, Scheduler, SchedulerConfig, SchedulerState, Stepping};
 use serde::Serialize;
 use std::fmt;
 use tch::nn::{self, ModuleT};
@@ -21,7 +22,8 @@ pub enum TrainError {
     /// The train/test split cannot be made.
     Split(SplitError),
     /// The checkpoint's model takes another number of features than the data has.
-    CheckpointFeatures { checkpoint: usize, classes: usize, data: usize },
+    /// (`layer` is its first Linear's name, `outputs` that layer's size.)
+    CheckpointFeatures { checkpoint: usize, layer: String, outputs: usize, data: usize },
     /// The data has labels the checkpoint's model has no class for.
     CheckpointClasses { checkpoint: usize, data: usize },
     /// Evaluation with standardization asked for, but the checkpoint has no statistics.
@@ -36,6 +38,8 @@ pub enum TrainError {
     Config { what: &'static str, rule: &'static str },
     /// The loss refused its arguments.
     Loss(LossError),
+    /// A resume state that does not fit this run (`what` says how).
+    Resume(String),
     /// libtorch refused a call.
     Torch(TchError),
 }
@@ -47,10 +51,9 @@ impl fmt::Display for TrainError {
                 write!(f, "{got} class weights for {classes} classes; give one per class")
             }
             TrainError::Split(e) => e.fmt(f),
-            TrainError::CheckpointFeatures { checkpoint, classes, data } => write!(
+            TrainError::CheckpointFeatures { checkpoint, layer, outputs, data } => write!(
                 f,
-                "the checkpoint's model takes {checkpoint} features ({} is {classes}x{checkpoint}), the data has {data}",
-                crate::checkpoint::WEIGHT
+                "the checkpoint's model takes {checkpoint} features ({layer}.weight is {outputs}x{checkpoint}), the data has {data}"
             ),
             TrainError::CheckpointClasses { checkpoint, data } => write!(
                 f,
@@ -73,6 +76,7 @@ impl fmt::Display for TrainError {
             TrainError::Schedule(e) => e.fmt(f),
             TrainError::Config { what, rule } => write!(f, "{what} must be {rule}"),
             TrainError::Loss(e) => e.fmt(f),
+            TrainError::Resume(what) => write!(f, "{what}"),
             TrainError::Torch(e) => write!(f, "libtorch: {e}"),
         }
     }
@@ -195,6 +199,43 @@ pub struct TrainRun {
     pub checkpoint: Checkpoint,
     /// Wall time of the epoch loop (steps and per-epoch evaluation).
     pub seconds: f64,
+    /// Everything needed to continue the run exactly ([`Start::Resume`]).
+    pub state: TrainState,
+}
+
+/// Where `train_from` starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Start<'a> {
+    /// A fresh model (PyTorch's init).
+    Fresh,
+    /// The parameters (and standardization) of a checkpoint; a fresh
+    /// optimizer and scheduler.
+    Weights(&'a Checkpoint),
+    /// Exactly where a run stopped: parameters, optimizer and scheduler
+    /// state, the CPU generator's state and the epoch. The config must be
+    /// the saved run's (only `epochs` may grow): the optimizer's kind, the
+    /// model's sizes, the scheduler's kind and the data's sizes are checked.
+    Resume(&'a TrainState),
+}
+
+/// A run's state after `epoch` epochs: what a PyTorch script saves to
+/// resume (`model.state_dict()`, `optimizer.state_dict()`,
+/// `scheduler.state_dict()`, `torch.get_rng_state()`, the epoch).
+#[derive(Debug)]
+pub struct TrainState {
+    pub epoch: usize,
+    /// The parameters and the standardization statistics.
+    pub checkpoint: Checkpoint,
+    pub optimizer_kind: OptimizerKind,
+    pub optimizer: OptimizerState,
+    /// The scheduler's class (`StepLR`, ...) and state.
+    pub scheduler: Option<(String, SchedulerState)>,
+    /// `torch.get_rng_state()`.
+    pub rng: Vec<u8>,
+    /// The data's rows, features and classes.
+    pub rows: usize,
+    pub features: usize,
+    pub classes: usize,
 }
 
 impl TrainRun {
@@ -218,9 +259,31 @@ pub fn train(
     config: &TrainConfig,
     device: Device,
     init: Option<&Checkpoint>,
+    on_epoch: impl FnMut(&EpochMetrics),
+) -> Result<TrainRun, TrainError> {
+    train_from(data, config, device, init.map_or(Start::Fresh, Start::Weights), on_epoch)
+}
+
+/// [`train`] from a [`Start`]: with [`Start::Resume`] the run continues
+/// after the saved epoch (up to `config.epochs`) as if it had never stopped,
+/// bit for bit: it redoes the setup (seed, split, model, optimizer,
+/// scheduler), then loads the saved states over it, the generator's last.
+pub fn train_from(
+    data: &Dataset,
+    config: &TrainConfig,
+    device: Device,
+    start: Start<'_>,
     mut on_epoch: impl FnMut(&EpochMetrics),
 ) -> Result<TrainRun, TrainError> {
+    let (init, resume) = match start {
+        Start::Fresh => (None, None),
+        Start::Weights(ck) => (Some(ck), None),
+        Start::Resume(st) => (Some(&st.checkpoint), Some(st)),
+    };
     let classes = check_train(data, config, init)?;
+    if let Some(st) = resume {
+        check_resume(st, data, config)?;
+    }
     tch::manual_seed(config.seed);
     let (test_idx, train_idx) = split(data.rows, config.test_fraction)?;
     let x = data.features_tensor();
@@ -251,15 +314,38 @@ pub fn train(
     let (x_test, y_test) = (to(x.index_select(0, &test_idx))?, to(y.index_select(0, &test_idx))?);
     let n_train = x_train.size()[0];
 
-    let mut optimizer = Optimizer::build(&vs, &config.optimizer)?;
+    // SGD whose momentum OneCycleLR sets is this crate's, whose momentum
+    // buffers a resume state can hold.
+    let cycles_momentum =
+        matches!(config.scheduler, Some(SchedulerConfig::OneCycle { cycle_momentum: true, .. }));
+    let mut optimizer = if cycles_momentum {
+        Optimizer::build_with_state(&vs, &config.optimizer)?
+    } else {
+        Optimizer::build(&vs, &config.optimizer)?
+    };
     // A batch larger than the split (or than i64 holds) is the whole split.
     let batch =
         config.batch_size.map_or(n_train, |b| i64::try_from(b).map_or(n_train, |b| b.min(n_train)));
     let steps_per_epoch = (n_train + batch - 1) / batch;
     // scheduler = torch.optim.lr_scheduler.<Name>(optimizer, ...)
-    let mut scheduler = match scheduler_config(config, steps_per_epoch as usize)? {
-        Some(c) => Some(Scheduler::new(c, &mut optimizer).map_err(TrainError::Schedule)?),
+    let scheduler_config = scheduler_config(config, steps_per_epoch as usize)?;
+    let mut scheduler = match &scheduler_config {
+        Some(c) => Some(Scheduler::new(c.clone(), &mut optimizer).map_err(TrainError::Schedule)?),
         None => None,
+    };
+    let first_epoch = match resume {
+        None => 1,
+        Some(st) => {
+            // optimizer.load_state_dict(...); scheduler.load_state_dict(...);
+            // torch.set_rng_state(...)
+            optimizer.load_state(&st.optimizer).map_err(TrainError::Optimizer)?;
+            if let (Some(c), Some((_, state))) = (&scheduler_config, &st.scheduler) {
+                scheduler =
+                    Some(Scheduler::restore(c.clone(), state).map_err(TrainError::Schedule)?);
+            }
+            rng::set_cpu_state(&st.rng).map_err(|e| TrainError::Resume(e.to_string()))?;
+            st.epoch + 1
+        }
     };
     let stepping = config.scheduler.as_ref().map(|c| c.stepping());
     let clip = Clip {
@@ -288,7 +374,7 @@ pub fn train(
         step: step.map(|s| (s, steps_per_epoch)),
         lr: config.optimizer.lr,
     };
-    for epoch in 1..=config.epochs {
+    for epoch in first_epoch..=config.epochs {
         let lr = optimizer.lr();
         if batch >= n_train {
             let loss = train_step(&model, &loss_fn, &mut optimizer, &clip, &x_train, &y_train)?;
@@ -361,6 +447,20 @@ pub fn train(
         hidden: config.hidden.clone(),
         standardizer,
     };
+    let state = TrainState {
+        epoch: config.epochs,
+        checkpoint: checkpoint.clone(),
+        optimizer_kind: config.optimizer.kind,
+        optimizer: optimizer.state()?,
+        scheduler: scheduler
+            .as_ref()
+            .zip(config.scheduler.as_ref())
+            .map(|(s, c)| (c.torch_name().to_string(), s.state())),
+        rng: rng::cpu_state().map_err(|e| TrainError::Resume(e.to_string()))?,
+        rows: data.rows,
+        features: data.features,
+        classes,
+    };
     Ok(TrainRun {
         config: config.clone(),
         device,
@@ -376,6 +476,7 @@ pub fn train(
         confusion,
         checkpoint,
         seconds,
+        state,
     })
 }
 
@@ -427,6 +528,36 @@ pub fn check_train(
         }
     }
     Ok(classes)
+}
+
+/// Whether a resume state fits this data and config (what [`train_from`]
+/// checks first).
+pub fn check_resume(st: &TrainState, data: &Dataset, config: &TrainConfig) -> Result<(), TrainError> {
+    let differs = |what: &str, saved: String, now: String| {
+        Err(TrainError::Resume(format!(
+            "the saved run has {what} {saved}, this one {now}; resume with the same settings"
+        )))
+    };
+    if (st.rows, st.features) != (data.rows, data.features) {
+        let shape = |r: usize, f: usize| format!("{r} rows of {f} features");
+        return differs("data of", shape(st.rows, st.features), shape(data.rows, data.features));
+    }
+    if st.optimizer_kind != config.optimizer.kind {
+        let (a, b) = (st.optimizer_kind.torch_name(), config.optimizer.kind.torch_name());
+        return differs("optimizer", a.to_string(), b.to_string());
+    }
+    let saved = st.scheduler.as_ref().map_or("none", |(n, _)| n.as_str());
+    let now = config.scheduler.as_ref().map_or("none", |c| c.torch_name());
+    if saved != now {
+        return differs("scheduler", saved.to_string(), now.to_string());
+    }
+    if st.epoch >= config.epochs {
+        return Err(TrainError::Resume(format!(
+            "the saved run is at epoch {}; ask for more epochs than that",
+            st.epoch
+        )));
+    }
+    Ok(())
 }
 
 /// The scheduler config with OneCycleLR's `total_steps` filled in
@@ -549,8 +680,10 @@ fn check_checkpoint_fits(ck: &Checkpoint, data: &Dataset) -> Result<usize, Train
         });
     }
     if ck.features != data.features {
-        let (checkpoint, classes, data) = (ck.features, ck.classes, data.features);
-        return Err(TrainError::CheckpointFeatures { checkpoint, classes, data });
+        let layer = crate::checkpoint::layer_names(ck.layers.len()).swap_remove(0);
+        let outputs = ck.sizes()[1];
+        let (checkpoint, data) = (ck.features, data.features);
+        return Err(TrainError::CheckpointFeatures { checkpoint, layer, outputs, data });
     }
     if ck.classes < data.classes {
         return Err(TrainError::CheckpointClasses { checkpoint: ck.classes, data: data.classes });

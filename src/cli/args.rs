@@ -387,6 +387,17 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE.safetensors")]
     pub save: Option<PathBuf>,
 
+    /// Write a resume checkpoint at the end: the model (as --save) plus
+    /// the optimizer's and scheduler's state, the random generator's state
+    /// and the epoch, for --resume.
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub checkpoint: Option<PathBuf>,
+
+    /// Continue the run a --checkpoint file saved, exactly as if it had
+    /// not stopped, up to --epochs: give the flags of that run.
+    #[arg(long, value_name = "FILE.safetensors", conflicts_with = "load")]
+    pub resume: Option<PathBuf>,
+
     /// Write the per-epoch metrics as CSV.
     #[arg(long, value_name = "FILE.csv")]
     pub metrics_csv: Option<PathBuf>,

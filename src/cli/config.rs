@@ -9,7 +9,8 @@ use cross_entropy_tch::checkpoint::Checkpoint;
 use cross_entropy_tch::data::Dataset;
 use cross_entropy_tch::optim::{OptimizerConfig, OptimizerKind};
 use cross_entropy_tch::schedule::SchedulerConfig;
-use cross_entropy_tch::training::{self, TrainError};
+use cross_entropy_tch::resume;
+use cross_entropy_tch::training::{self, TrainError, TrainState};
 use cross_entropy_tch::{ExampleConfig, TrainConfig};
 use std::fmt;
 use std::path::Path;
@@ -324,7 +325,10 @@ impl TrainArgs {
             TrainError::ClassWeights { .. } => "--class-weights".to_string(),
             TrainError::Split(_) => format!("--test-fraction {}", self.test_fraction),
             TrainError::CheckpointFeatures { .. } | TrainError::CheckpointClasses { .. } => {
-                format!("--load {}", self.load.as_deref().unwrap_or(Path::new("")).display())
+                match (&self.load, &self.resume) {
+                    (None, Some(path)) => format!("--resume {}", path.display()),
+                    (load, _) => format!("--load {}", load.as_deref().unwrap_or(Path::new("")).display()),
+                }
             }
             // `betas[0]` is --betas, `weight_decay` --weight-decay, ...
             TrainError::Optimizer(o) => {
@@ -365,6 +369,16 @@ impl DataArgs {
 /// The checkpoint `--load PATH` names.
 pub fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
     Checkpoint::read(path).usage(format!("--load {}", path.display()))
+}
+
+/// The resume checkpoint `--resume PATH` names.
+pub fn load_resume(path: &Path) -> Result<TrainState> {
+    resume::read(path).usage(format!("--resume {}", path.display()))
+}
+
+/// Whether the `--resume` state fits this run, naming the file if not.
+pub fn check_resume(st: &TrainState, data: &Dataset, config: &TrainConfig, path: &Path) -> Result<()> {
+    training::check_resume(st, data, config).usage(format!("--resume {}", path.display()))
 }
 
 /// An evaluation's failure, with the flags that can fix it named.

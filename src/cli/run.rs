@@ -2,12 +2,13 @@
 //! the result (text or `--json` on stdout, progress on stderr, files).
 
 use super::args::{BenchArgs, Cli, Command, EvalArgs, ExampleArgs, TrainArgs};
-use super::config::{eval_error, load_checkpoint};
+use super::config::{check_resume, eval_error, load_checkpoint, load_resume};
 use super::output_file::AtomicFile;
 use super::progress::Progress;
 use super::{bench, plot, report, text};
 use anyhow::{Context, Result};
-use cross_entropy_tch::{example, training};
+use cross_entropy_tch::training::Start;
+use cross_entropy_tch::{example, resume, training};
 use std::io::{IsTerminal, Write};
 
 /// Runs what the flags ask for, printing to stdout.
@@ -60,19 +61,31 @@ fn run_train(args: &TrainArgs) -> Result<()> {
     let mut config = args.config()?;
     let device = args.common.apply()?;
     let data = args.data.load()?;
-    let init = args.load.as_deref().map(load_checkpoint).transpose()?;
-    if let (Some(ck), None) = (&init, &args.hidden) {
-        config.hidden = ck.hidden.clone(); // --load's model, unless --hidden says otherwise
+    let resume = args.resume.as_deref().map(load_resume).transpose()?;
+    let loaded = args.load.as_deref().map(load_checkpoint).transpose()?;
+    let init = loaded.as_ref().or(resume.as_ref().map(|st| &st.checkpoint));
+    if let (Some(ck), None) = (init, &args.hidden) {
+        config.hidden = ck.hidden.clone(); // the file's model, unless --hidden says otherwise
     }
-    args.check(&data, &config, init.as_ref())?;
+    args.check(&data, &config, init)?;
+    if let (Some(st), Some(path)) = (&resume, &args.resume) {
+        check_resume(st, &data, &config, path)?;
+    }
     // Every output path is checked before training starts.
     let save = args.save.as_deref().map(|p| AtomicFile::create(p, "--save")).transpose()?;
+    let resume_out =
+        args.checkpoint.as_deref().map(|p| AtomicFile::create(p, "--checkpoint")).transpose()?;
     let csv =
         args.metrics_csv.as_deref().map(|p| AtomicFile::create(p, "--metrics-csv")).transpose()?;
     let plot_file = args.plot.as_deref().map(|p| AtomicFile::create(p, "--plot")).transpose()?;
 
     let mut progress = Progress::new(config.epochs, args.quiet, std::io::stderr().is_terminal());
-    let run = training::train(&data, &config, device, init.as_ref(), |m| progress.epoch(m));
+    let start = match (&resume, &loaded) {
+        (Some(st), _) => Start::Resume(st),
+        (None, Some(ck)) => Start::Weights(ck),
+        (None, None) => Start::Fresh,
+    };
+    let run = training::train_from(&data, &config, device, start, |m| progress.epoch(m));
     progress.finish();
     let run = run?;
 
@@ -88,6 +101,11 @@ fn run_train(args: &TrainArgs) -> Result<()> {
     if let Some(file) = save {
         written.push(file.path().display().to_string());
         let bytes = run.checkpoint.to_bytes().context("serializing the checkpoint")?;
+        file.commit(&bytes)?;
+    }
+    if let Some(file) = resume_out {
+        written.push(file.path().display().to_string());
+        let bytes = resume::to_bytes(&run.state).context("serializing the resume checkpoint")?;
         file.commit(&bytes)?;
     }
     if args.common.json {
