@@ -772,6 +772,7 @@ def train_parser():
     p.add_argument("--load", type=path_arg, default=None)
     p.add_argument("--save", type=path_arg, default=None)
     p.add_argument("--checkpoint", type=path_arg, default=None)
+    p.add_argument("--checkpoint-every", type=at_least(1, 64, signed=False), default=None)
     p.add_argument("--resume", type=path_arg, default=None)
     p.add_argument("--quiet", action="store_true")
     common_flags(p)
@@ -1002,7 +1003,7 @@ def restore(res, model, optimizer, scheduler):
         group["momentum"] = res.optimizer["momentum"]
     optimizer.load_state_dict({"state": state, "param_groups": [group]})
     if scheduler is not None and res.scheduler is not None:
-        st = res.scheduler
+        st = res.scheduler["state"]
         sd = scheduler.state_dict()
         sd["last_epoch"], sd["_last_lr"] = st["last_epoch"], [st["lr"]]
         if isinstance(scheduler, sched.SequentialLR):
@@ -1017,7 +1018,7 @@ def restore(res, model, optimizer, scheduler):
     torch.set_rng_state(res.rng)
 
 
-def save_resume(model, optimizer, scheduler, stats, args, n, classes, out):
+def save_resume(model, optimizer, scheduler, stats, args, n, classes, out, epoch):
     from safetensors.torch import save_file
 
     sched = torch.optim.lr_scheduler
@@ -1035,7 +1036,7 @@ def save_resume(model, optimizer, scheduler, stats, args, n, classes, out):
     momentum = group["betas"][0] if "betas" in group else group.get("momentum", 0.0)
     meta = {
         "format": RESUME_FORMAT,
-        "epoch": str(args.epochs),
+        "epoch": str(epoch),
         "optimizer": json.dumps({"optimizer": args.optimizer, "lr": group["lr"],
                                  "momentum": momentum, "steps": steps}),
         "data": json.dumps({"rows": n, "features": model_features(model), "classes": classes}),
@@ -1053,7 +1054,7 @@ def save_resume(model, optimizer, scheduler, stats, args, n, classes, out):
             st["cooldown_counter"] = scheduler.cooldown_counter
         elif not isinstance(scheduler, sched.OneCycleLR):
             st["base_lr"] = scheduler.base_lrs[0]
-        meta["scheduler"] = json.dumps(st)
+        meta["scheduler"] = json.dumps({"name": st.pop("name"), "state": st})
     if stats is not None:
         meta["standardize_mean"] = json.dumps(stats[0].tolist())
         meta["standardize_std"] = json.dumps(stats[1].tolist())
@@ -1071,6 +1072,9 @@ def train_main(args):
     optimizer_cls, optimizer_kwargs = optimizer_arguments(args)
     device = apply_common(args)
     data = load_data(args)
+    if args.checkpoint_every is not None and args.checkpoint is None:
+        raise UsageError("the following required arguments were not provided: "
+                         "--checkpoint <FILE.safetensors>")
     if args.resume and args.load:
         raise UsageError("the argument '--resume <FILE.safetensors>' cannot be used with "
                          "'--load <FILE.safetensors>'")
@@ -1182,6 +1186,8 @@ def train_main(args):
             scheduler.step(test_loss if scheduler.mode == "min" else test_acc)
         elif scheduler is not None and not per_batch:
             scheduler.step()
+        if args.checkpoint_every and epoch % args.checkpoint_every == 0 and epoch < args.epochs:
+            save_resume(model, optimizer, scheduler, stats, args, n, classes, resume_out, epoch)
         if not args.quiet and not args.json:
             print(f"epoch {epoch}/{args.epochs}: train loss {train_loss:.4f} acc {train_acc:.3f} | "
                   f"test loss {test_loss:.4f} acc {test_acc:.3f}")
@@ -1189,7 +1195,7 @@ def train_main(args):
     if save:
         save_checkpoint(model, stats, save)
     if resume_out:
-        save_resume(model, optimizer, scheduler, stats, args, n, classes, resume_out)
+        save_resume(model, optimizer, scheduler, stats, args, n, classes, resume_out, args.epochs)
     if args.json:
         doc = {
             "torch_version": torch.__version__.split("+")[0],

@@ -163,7 +163,8 @@ impl Checkpoint {
             tensors.push((format!("{name}.bias"), bias));
         }
         for (name, dtype, shape, data) in &extra {
-            tensors.push((name.clone(), TensorView::new(*dtype, shape.clone(), data).map_err(err)?));
+            tensors
+                .push((name.clone(), TensorView::new(*dtype, shape.clone(), data).map_err(err)?));
         }
         let mut metadata = HashMap::from([("format".to_string(), "cross-entropy-tch".to_string())]);
         metadata.extend(extra_metadata);

@@ -15,8 +15,8 @@
 //! `rng_state` (U8, `torch.get_rng_state()`'s bytes). Metadata (JSON
 //! strings): `epoch`; `optimizer` (`{"optimizer", "lr", "momentum",
 //! "steps"}`: the kind, the group's lr and momentum or beta1, each
-//! parameter's step count or null); `scheduler` (its class as `name` and
-//! [`SchedulerState`]'s fields), when the run has one; `data` (`rows`,
+//! parameter's step count or null); `scheduler` (`{"name": its class,
+//! "state": `[`SchedulerState`]`}`), when the run has one; `data` (`rows`,
 //! `features`, `classes`); and the standardization statistics as in any
 //! checkpoint. `scripts/reference.py train --checkpoint/--resume` writes and
 //! reads the same.
@@ -43,10 +43,11 @@ struct OptimizerMeta {
     steps: Vec<Option<f64>>,
 }
 
+/// (Nested, not flattened: serde's flatten loses f64s when serde_json's
+/// `arbitrary_precision` is on, as it is in this crate's tests.)
 #[derive(Serialize, Deserialize)]
 struct SchedulerMeta {
     name: String,
-    #[serde(flatten)]
     state: SchedulerState,
 }
 
@@ -69,7 +70,8 @@ pub fn to_bytes(st: &TrainState) -> Result<Vec<u8>, CheckpointError> {
         for (name, t) in &p.tensors {
             let t = t.f_to_device(tch::Device::Cpu).map_err(torch)?;
             let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-            let values = Vec::<f32>::try_from(&t.f_flatten(0, -1).map_err(torch)?).map_err(torch)?;
+            let values =
+                Vec::<f32>::try_from(&t.f_flatten(0, -1).map_err(torch)?).map_err(torch)?;
             extra.push((format!("optimizer.{i}.{name}"), Dtype::F32, shape, le_bytes(&values)));
         }
     }

@@ -516,12 +516,17 @@ impl Scheduler {
     /// `scheduler.load_state_dict(...)`: a scheduler of `config` (OneCycleLR's
     /// `total_steps` given) in `state`, without an initial step; the
     /// optimizer's lr is the caller's to restore (it is the optimizer's state).
-    pub fn restore(config: SchedulerConfig, state: &SchedulerState) -> Result<Scheduler, ScheduleError> {
+    pub fn restore(
+        config: SchedulerConfig,
+        state: &SchedulerState,
+    ) -> Result<Scheduler, ScheduleError> {
         config.check()?;
         let bad = |what, rule| Err(ScheduleError { what, rule });
         let st = state;
         let state = match &config {
-            SchedulerConfig::OneCycle { max_lr, total_steps, div_factor, final_div_factor, .. } => {
+            SchedulerConfig::OneCycle {
+                max_lr, total_steps, div_factor, final_div_factor, ..
+            } => {
                 let Some(total_steps) = *total_steps else {
                     return bad("total_steps", "given");
                 };
@@ -537,7 +542,11 @@ impl Scheduler {
                     schedulers: schedulers
                         .iter()
                         .zip(&st.schedulers_last_epoch)
-                        .map(|(c, &e)| Chainable { config: c.clone(), base_lr: st.base_lr, last_epoch: e })
+                        .map(|(c, &e)| Chainable {
+                            config: c.clone(),
+                            base_lr: st.base_lr,
+                            last_epoch: e,
+                        })
                         .collect(),
                     milestones: milestones.clone(),
                     last_epoch: st.last_epoch,
@@ -556,7 +565,11 @@ impl Scheduler {
                     last_epoch: st.last_epoch,
                 })
             }
-            _ => State::Chainable(Chainable { config, base_lr: st.base_lr, last_epoch: st.last_epoch }),
+            _ => State::Chainable(Chainable {
+                config,
+                base_lr: st.base_lr,
+                last_epoch: st.last_epoch,
+            }),
         };
         Ok(Scheduler { state, lr: st.lr })
     }

@@ -6,9 +6,13 @@ use crate::data::{split, Dataset, SplitError, Standardizer};
 use crate::example::host_copy;
 use crate::loss::{CrossEntropyLoss, LossError};
 use crate::model::Classifier;
-use crate::optim::{self, NormType, Optimizer, OptimizerConfig, OptimizerError, OptimizerKind, OptimizerState};
+use crate::optim::{
+    self, NormType, Optimizer, OptimizerConfig, OptimizerError, OptimizerKind, OptimizerState,
+};
 use crate::rng;
-use crate::schedule::{PlateauMode, ScheduleError, Scheduler, SchedulerConfig, SchedulerState, Stepping};
+use crate::schedule::{
+    PlateauMode, ScheduleError, Scheduler, SchedulerConfig, SchedulerState, Stepping,
+};
 use serde::Serialize;
 use std::fmt;
 use tch::nn::{self, ModuleT};
@@ -40,6 +44,8 @@ pub enum TrainError {
     Loss(LossError),
     /// A resume state that does not fit this run (`what` says how).
     Resume(String),
+    /// Saving a resume checkpoint during the run failed (the saver's message).
+    Checkpointing(String),
     /// libtorch refused a call.
     Torch(TchError),
 }
@@ -77,6 +83,7 @@ impl fmt::Display for TrainError {
             TrainError::Config { what, rule } => write!(f, "{what} must be {rule}"),
             TrainError::Loss(e) => e.fmt(f),
             TrainError::Resume(what) => write!(f, "{what}"),
+            TrainError::Checkpointing(why) => write!(f, "{why}"),
             TrainError::Torch(e) => write!(f, "libtorch: {e}"),
         }
     }
@@ -201,6 +208,17 @@ pub struct TrainRun {
     pub seconds: f64,
     /// Everything needed to continue the run exactly ([`Start::Resume`]).
     pub state: TrainState,
+    /// The saved epoch a resumed run continued after (`epochs` then holds
+    /// only the epochs after it).
+    pub resumed_after: Option<usize>,
+}
+
+/// Resume checkpoints during a run: `save` gets the run's state after every
+/// `every` epochs but the last (whose state is [`TrainRun::state`]); an
+/// error from it stops the run.
+pub struct Checkpointing<'a> {
+    pub every: usize,
+    pub save: &'a mut dyn FnMut(&TrainState) -> Result<(), String>,
 }
 
 /// Where `train_from` starts.
@@ -261,7 +279,7 @@ pub fn train(
     init: Option<&Checkpoint>,
     on_epoch: impl FnMut(&EpochMetrics),
 ) -> Result<TrainRun, TrainError> {
-    train_from(data, config, device, init.map_or(Start::Fresh, Start::Weights), on_epoch)
+    train_from(data, config, device, init.map_or(Start::Fresh, Start::Weights), None, on_epoch)
 }
 
 /// [`train`] from a [`Start`]: with [`Start::Resume`] the run continues
@@ -273,6 +291,7 @@ pub fn train_from(
     config: &TrainConfig,
     device: Device,
     start: Start<'_>,
+    mut checkpointing: Option<Checkpointing<'_>>,
     mut on_epoch: impl FnMut(&EpochMetrics),
 ) -> Result<TrainRun, TrainError> {
     let (init, resume) = match start {
@@ -425,42 +444,20 @@ pub fn train_from(
             }
             _ => {}
         }
+        if let Some(c) = &mut checkpointing {
+            if epoch % c.every.max(1) == 0 && epoch < config.epochs {
+                let ck = checkpoint_of(&model, data, config, classes, &standardizer)?;
+                let st = state_of(epoch, ck, &optimizer, &scheduler, config, data, classes)?;
+                (c.save)(&st).map_err(TrainError::Checkpointing)?;
+            }
+        }
     }
     let seconds = start.elapsed().as_secs_f64();
 
     let confusion = confusion_matrix(&model, &x_test, &y_test, classes)?;
-    let layers = model
-        .linears()
-        .into_iter()
-        .map(|l| -> Result<LinearParams, TchError> {
-            let bias = l.bs.as_ref().expect("every Linear here has a bias");
-            Ok(LinearParams {
-                weight: Vec::<f32>::try_from(&host_copy(&l.ws).flatten(0, -1))?,
-                bias: Vec::<f32>::try_from(&host_copy(bias))?,
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    let checkpoint = Checkpoint {
-        layers,
-        classes,
-        features: data.features,
-        hidden: config.hidden.clone(),
-        standardizer,
-    };
-    let state = TrainState {
-        epoch: config.epochs,
-        checkpoint: checkpoint.clone(),
-        optimizer_kind: config.optimizer.kind,
-        optimizer: optimizer.state()?,
-        scheduler: scheduler
-            .as_ref()
-            .zip(config.scheduler.as_ref())
-            .map(|(s, c)| (c.torch_name().to_string(), s.state())),
-        rng: rng::cpu_state().map_err(|e| TrainError::Resume(e.to_string()))?,
-        rows: data.rows,
-        features: data.features,
-        classes,
-    };
+    let checkpoint = checkpoint_of(&model, data, config, classes, &standardizer)?;
+    let state =
+        state_of(config.epochs, checkpoint.clone(), &optimizer, &scheduler, config, data, classes)?;
     Ok(TrainRun {
         config: config.clone(),
         device,
@@ -477,6 +474,7 @@ pub fn train_from(
         checkpoint,
         seconds,
         state,
+        resumed_after: resume.map(|st| st.epoch),
     })
 }
 
@@ -530,9 +528,67 @@ pub fn check_train(
     Ok(classes)
 }
 
+/// The model's parameters (on the host) and standardization as a checkpoint.
+fn checkpoint_of(
+    model: &Classifier,
+    data: &Dataset,
+    config: &TrainConfig,
+    classes: usize,
+    standardizer: &Option<Standardizer>,
+) -> Result<Checkpoint, TrainError> {
+    let layers = model
+        .linears()
+        .into_iter()
+        .map(|l| -> Result<LinearParams, TchError> {
+            let bias = l.bs.as_ref().expect("every Linear here has a bias");
+            Ok(LinearParams {
+                weight: Vec::<f32>::try_from(&host_copy(&l.ws).flatten(0, -1))?,
+                bias: Vec::<f32>::try_from(&host_copy(bias))?,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Checkpoint {
+        layers,
+        classes,
+        features: data.features,
+        hidden: config.hidden.clone(),
+        standardizer: standardizer.clone(),
+    })
+}
+
+/// The run's state after `epoch` epochs (and that epoch's scheduler step).
+fn state_of(
+    epoch: usize,
+    checkpoint: Checkpoint,
+    optimizer: &Optimizer,
+    scheduler: &Option<Scheduler>,
+    config: &TrainConfig,
+    data: &Dataset,
+    classes: usize,
+) -> Result<TrainState, TrainError> {
+    Ok(TrainState {
+        epoch,
+        checkpoint,
+        optimizer_kind: config.optimizer.kind,
+        optimizer: optimizer.state()?,
+        scheduler: scheduler
+            .as_ref()
+            .zip(config.scheduler.as_ref())
+            .map(|(s, c)| (c.torch_name().to_string(), s.state())),
+        rng: rng::cpu_state().map_err(|e| TrainError::Resume(e.to_string()))?,
+        rows: data.rows,
+        features: data.features,
+        classes,
+    })
+}
+
 /// Whether a resume state fits this data and config (what [`train_from`]
 /// checks first).
-pub fn check_resume(st: &TrainState, data: &Dataset, config: &TrainConfig) -> Result<(), TrainError> {
+pub fn check_resume(
+    st: &TrainState,
+    data: &Dataset,
+    config: &TrainConfig,
+) -> Result<(), TrainError> {
     let differs = |what: &str, saved: String, now: String| {
         Err(TrainError::Resume(format!(
             "the saved run has {what} {saved}, this one {now}; resume with the same settings"

@@ -112,7 +112,32 @@ const IRIS_MODEL: [(&str, &str, &[usize]); 2] =
 const IRIS_STATS: [(&str, &str); 2] =
     [("standardize_mean", "[0,0,0,0]"), ("standardize_std", "[1,1,1,1]")];
 
+/// A resume checkpoint of `epochs` epochs of `train --dataset iris FLAGS`,
+/// made by the library (`train --checkpoint` writes the same bytes).
+fn resume_file(epochs: usize, flags: &[&str]) -> Vec<u8> {
+    let dir = std::env::temp_dir().join(format!("rules-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("r{}-{epochs}.safetensors", flags.join("_")));
+    let epochs = epochs.to_string();
+    let mut args = vec!["train", "--dataset", "iris", "--quiet", "--device", "cpu", "--epochs"];
+    args.push(&epochs);
+    args.extend_from_slice(flags);
+    args.extend(["--checkpoint", path.to_str().unwrap()]);
+    let out = run_bin(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::read(&path).unwrap()
+}
+
+/// `train --dataset iris --resume r.safetensors ARGS` on `bytes`.
+fn resume(name: &'static str, bytes: Vec<u8>, args: &[&'static str], code: i32) -> Case {
+    let mut c = train(name, &["--dataset", "iris", "--resume", "r.safetensors"], code);
+    c.args.extend_from_slice(args);
+    with(c, Input::File("r.safetensors", bytes))
+}
+
 fn cases() -> Vec<Case> {
+    let adam = resume_file(3, &["--optimizer", "adam", "--batch-size", "32"]);
+    let stepped = resume_file(3, &["--scheduler", "step", "--step-size", "2"]);
     let good = safetensors(&IRIS_MODEL, &IRIS_STATS);
     let mut truncated = good.clone();
     truncated.truncate(good.len() - 5);
@@ -397,6 +422,73 @@ fn cases() -> Vec<Case> {
         csv("too few rows for the split", b"1,2,0\n3,4,1\n", 2, &["--test-fraction", "0.9"]),
         csv("not UTF-8", b"1,2,0\n3,\xff,1\n", 2, &[]),
         csv("not UTF-8 in the header", b"a,\xff,label\n1,2,0\n3,4,1\n", 2, &[]),
+        // ---- resume checkpoints
+        resume("resume with another optimizer", adam.clone(), &["--epochs", "6"], 2),
+        resume(
+            "resume where the run already is",
+            adam.clone(),
+            &["--optimizer", "adam", "--batch-size", "32", "--epochs", "3"],
+            2,
+        ),
+        resume("resume without the scheduler", stepped.clone(), &["--epochs", "6"], 2),
+        resume(
+            "resume with another scheduler",
+            stepped.clone(),
+            &["--epochs", "6", "--scheduler", "exponential", "--gamma", "0.5"],
+            2,
+        ),
+        resume("resume a model checkpoint", good.clone(), &["--epochs", "6"], 2),
+        resume("resume a junk file", b"not a checkpoint".to_vec(), &["--epochs", "6"], 2),
+        resume(
+            "resume with another hidden size",
+            resume_file(2, &["--hidden", "4"]),
+            &["--epochs", "6", "--hidden", "5"],
+            2,
+        ),
+        resume(
+            "resume on other data",
+            adam.clone(),
+            &["--optimizer", "adam", "--epochs", "6", "--test-fraction", "0.5", "--json"],
+            0,
+        ),
+        with(
+            train(
+                "resume on another data set",
+                &["--dataset", "wine", "--resume", "r.safetensors", "--epochs", "6"],
+                2,
+            ),
+            Input::File("r.safetensors", adam.clone()),
+        ),
+        with(
+            train(
+                "resume and load",
+                &["--dataset", "iris", "--resume", "r.safetensors", "--load", "r.safetensors"],
+                2,
+            ),
+            Input::File("r.safetensors", adam.clone()),
+        ),
+        train(
+            "checkpoint-every without checkpoint",
+            &["--dataset", "iris", "--checkpoint-every", "2"],
+            2,
+        ),
+        train(
+            "checkpoint-every 0",
+            &["--dataset", "iris", "--checkpoint", "c.safetensors", "--checkpoint-every", "0"],
+            2,
+        ),
+        resume(
+            "resume the adam run",
+            adam.clone(),
+            &["--optimizer", "adam", "--batch-size", "32", "--epochs", "5", "--json"],
+            0,
+        ),
+        resume(
+            "resume the scheduled run",
+            stepped.clone(),
+            &["--scheduler", "step", "--step-size", "2", "--epochs", "5", "--json"],
+            0,
+        ),
         // ---- checkpoints
         case("no --load", &["eval", "--dataset", "iris", "--device", "cpu"], 2),
         case(

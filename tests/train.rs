@@ -562,3 +562,191 @@ fn an_interrupted_run_leaves_no_file() {
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// Epochs `from..` of a run's `--json` against a resumed run's, all of them
+/// (losses as f32 bits, lr, accuracies), and the final metrics.
+fn assert_resumed_equal(straight: &Value, resumed: &Value, from: usize, what: &str) {
+    let (s, r) = (straight["epochs"].as_array().unwrap(), resumed["epochs"].as_array().unwrap());
+    assert_eq!(s.len() - from, r.len(), "{what}: epochs after the resume");
+    assert!(!r.is_empty(), "{what}: no epoch ran after the resume");
+    for (a, b) in s[from..].iter().zip(r) {
+        for key in ["train_loss", "test_loss"] {
+            assert_eq!(
+                f32_of(&a[key]).to_bits(),
+                f32_of(&b[key]).to_bits(),
+                "{what}: {key} {a} {b}"
+            );
+        }
+        for key in ["epoch", "lr", "train_accuracy", "test_accuracy"] {
+            assert_eq!(a[key].as_f64(), b[key].as_f64(), "{what}: epoch {} {key}", a["epoch"]);
+        }
+    }
+    assert_eq!(straight["confusion_matrix"], resumed["confusion_matrix"], "{what}");
+}
+
+#[test]
+fn resume_is_exact_both_ways_with_pytorch() {
+    let Some(python) = reference_python() else { return };
+    // Optimizer state of each kind (momentum buffers, Adam's moments and
+    // step counts, AMSGrad, RMSprop's averages), schedulers with state
+    // (StepLR, ReduceLROnPlateau's counters, SequentialLR's two), dropout
+    // masks drawn after the resume from the restored generator.
+    let runs: [&[&str]; 5] = [
+        &["--momentum", "0.9", "--nesterov", "--batch-size", "16"],
+        &[
+            "--optimizer",
+            "adam",
+            "--amsgrad",
+            "--batch-size",
+            "16",
+            "--scheduler",
+            "step",
+            "--step-size",
+            "3",
+        ],
+        &[
+            "--optimizer",
+            "rmsprop",
+            "--centered",
+            "--momentum",
+            "0.5",
+            "--hidden",
+            "8",
+            "--dropout",
+            "0.3",
+            "--batch-size",
+            "32",
+            "--scheduler",
+            "plateau",
+            "--patience",
+            "1",
+        ],
+        &[
+            "--scheduler",
+            "warmup-cosine",
+            "--warmup-epochs",
+            "3",
+            "--t-max",
+            "15",
+            "--hidden",
+            "8,4",
+            "--dropout",
+            "0.2",
+            "--batch-size",
+            "32",
+        ],
+        &["--optimizer", "adamw", "--weight-decay", "0.1"],
+    ];
+    let base = ["train", "--json", "--quiet", "--device", "cpu", "--dataset", "wine"];
+    let args = |flags: &[&str], epochs: &str, extra: Vec<String>| -> Vec<String> {
+        let mut a: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        a.extend(flags.iter().map(|s| s.to_string()));
+        a.extend(["--epochs".to_string(), epochs.to_string()]);
+        a.extend(extra);
+        a
+    };
+    let file = |who: &str, i: usize| tmp(&format!("resume-{who}-{i}.safetensors"));
+    let path = |p: PathBuf| p.to_str().unwrap().to_string();
+    // 10 epochs with a checkpoint, by each side (PyTorch's in one process).
+    let mut torch_first = Vec::new();
+    for (i, flags) in runs.iter().enumerate() {
+        let ck = vec!["--checkpoint".to_string(), path(file("rust", i))];
+        let a = args(flags, "10", ck);
+        let out = bin().args(&a).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        torch_first.push(args(
+            flags,
+            "10",
+            vec!["--checkpoint".to_string(), path(file("torch", i))],
+        ));
+    }
+    let batch: Vec<(PathBuf, Vec<&str>)> = torch_first
+        .iter()
+        .map(|a| (std::env::temp_dir(), a.iter().map(String::as_str).collect()))
+        .collect();
+    for out in run_reference_batch(&python, &batch) {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // Each side resumes the other's file (and its own); all equal 20 straight.
+    let mut torch_resumes = Vec::new();
+    for (i, flags) in runs.iter().enumerate() {
+        let what = format!("{flags:?}");
+        let straight = json_of(bin().args(args(flags, "20", vec![])).output().unwrap(), &what);
+        for who in ["rust", "torch"] {
+            let a = args(flags, "20", vec!["--resume".to_string(), path(file(who, i))]);
+            let resumed = json_of(bin().args(&a).output().unwrap(), &what);
+            assert_resumed_equal(&straight, &resumed, 10, &format!("rust from {who}: {what}"));
+        }
+        torch_resumes.push((
+            straight,
+            args(flags, "20", vec!["--resume".to_string(), path(file("rust", i))]),
+        ));
+    }
+    let batch: Vec<(PathBuf, Vec<&str>)> = torch_resumes
+        .iter()
+        .map(|(_, a)| (std::env::temp_dir(), a.iter().map(String::as_str).collect()))
+        .collect();
+    for ((straight, a), out) in torch_resumes.iter().zip(run_reference_batch(&python, &batch)) {
+        let resumed = json_of(out, &format!("reference.py {a:?}"));
+        assert_resumed_equal(straight, &resumed, 10, &format!("pytorch from rust: {a:?}"));
+    }
+}
+
+#[test]
+fn a_killed_run_resumes_exactly() {
+    // Digits with an MLP: long enough (about a second) to be killed while
+    // it writes a checkpoint after every epoch.
+    let flags = [
+        "train",
+        "--json",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--dataset",
+        "digits",
+        "--hidden",
+        "32",
+        "--dropout",
+        "0.1",
+        "--batch-size",
+        "16",
+        "--momentum",
+        "0.9",
+        "--epochs",
+        "30",
+        "--scheduler",
+        "onecycle",
+        "--max-lr",
+        "0.1",
+    ];
+    let straight = json_of(bin().args(flags).output().unwrap(), "the straight run");
+    let mut resumed_runs = 0;
+    for (k, delay_ms) in [150u64, 400, 700, 1000].into_iter().enumerate() {
+        let ck = tmp(&format!("killed-{k}.safetensors"));
+        let _ = std::fs::remove_file(&ck);
+        let mut child = bin()
+            .args(flags)
+            .args(["--checkpoint", ck.to_str().unwrap(), "--checkpoint-every", "1"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        if !ck.exists() {
+            continue; // killed before the first epoch ended
+        }
+        // Whatever the moment, the file is a whole resume checkpoint.
+        let st = cross_entropy_tch::resume::read(&ck).expect("a complete resume checkpoint");
+        if st.epoch >= 30 {
+            continue; // it finished before the kill
+        }
+        let resumed = json_of(
+            bin().args(flags).args(["--resume", ck.to_str().unwrap()]).output().unwrap(),
+            "the resumed run",
+        );
+        assert_resumed_equal(&straight, &resumed, st.epoch, &format!("killed after {delay_ms} ms"));
+        resumed_runs += 1;
+    }
+    assert!(resumed_runs >= 2, "only {resumed_runs} kill points fell inside the run");
+}

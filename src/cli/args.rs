@@ -393,6 +393,11 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE.safetensors")]
     pub checkpoint: Option<PathBuf>,
 
+    /// Also write --checkpoint after every N epochs (each version replaces
+    /// the last whole), so a killed run can --resume from the latest.
+    #[arg(long, value_name = "N", requires = "checkpoint", value_parser = at_least::<usize, 1>, allow_negative_numbers = true)]
+    pub checkpoint_every: Option<usize>,
+
     /// Continue the run a --checkpoint file saved, exactly as if it had
     /// not stopped, up to --epochs: give the flags of that run.
     #[arg(long, value_name = "FILE.safetensors", conflicts_with = "load")]

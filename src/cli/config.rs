@@ -8,8 +8,8 @@ use anyhow::Result;
 use cross_entropy_tch::checkpoint::Checkpoint;
 use cross_entropy_tch::data::Dataset;
 use cross_entropy_tch::optim::{OptimizerConfig, OptimizerKind};
-use cross_entropy_tch::schedule::SchedulerConfig;
 use cross_entropy_tch::resume;
+use cross_entropy_tch::schedule::SchedulerConfig;
 use cross_entropy_tch::training::{self, TrainError, TrainState};
 use cross_entropy_tch::{ExampleConfig, TrainConfig};
 use std::fmt;
@@ -327,7 +327,9 @@ impl TrainArgs {
             TrainError::CheckpointFeatures { .. } | TrainError::CheckpointClasses { .. } => {
                 match (&self.load, &self.resume) {
                     (None, Some(path)) => format!("--resume {}", path.display()),
-                    (load, _) => format!("--load {}", load.as_deref().unwrap_or(Path::new("")).display()),
+                    (load, _) => {
+                        format!("--load {}", load.as_deref().unwrap_or(Path::new("")).display())
+                    }
                 }
             }
             // `betas[0]` is --betas, `weight_decay` --weight-decay, ...
@@ -377,7 +379,12 @@ pub fn load_resume(path: &Path) -> Result<TrainState> {
 }
 
 /// Whether the `--resume` state fits this run, naming the file if not.
-pub fn check_resume(st: &TrainState, data: &Dataset, config: &TrainConfig, path: &Path) -> Result<()> {
+pub fn check_resume(
+    st: &TrainState,
+    data: &Dataset,
+    config: &TrainConfig,
+    path: &Path,
+) -> Result<()> {
     training::check_resume(st, data, config).usage(format!("--resume {}", path.display()))
 }
 

@@ -41,13 +41,26 @@ impl AtomicFile {
     /// Writes `bytes` to the temporary file, flushes it to disk and renames
     /// it to the final path.
     pub fn commit(mut self, bytes: &[u8]) -> Result<()> {
-        let shown = self.path.display().to_string();
-        let mut f = std::fs::File::create(&self.tmp).with_context(|| format!("writing {shown}"))?;
-        f.write_all(bytes).with_context(|| format!("writing {shown}"))?;
-        f.sync_all().with_context(|| format!("writing {shown}"))?;
-        std::fs::rename(&self.tmp, &self.path).with_context(|| format!("writing {shown}"))?;
+        self.replace(bytes)?;
         self.committed = true;
         Ok(())
+    }
+
+    /// [`commit`](Self::commit), but the file stays open for more versions
+    /// (a resume checkpoint written every N epochs): each one replaces the
+    /// last whole, by rename, so the path always holds a complete file.
+    pub fn replace(&self, bytes: &[u8]) -> Result<()> {
+        let shown = self.path.display().to_string();
+        let written = (|| -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&self.tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&self.tmp, &self.path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        written.with_context(|| format!("writing {shown}"))
     }
 
     pub fn path(&self) -> &Path {

@@ -85,7 +85,16 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         (None, Some(ck)) => Start::Weights(ck),
         (None, None) => Start::Fresh,
     };
-    let run = training::train_from(&data, &config, device, start, |m| progress.epoch(m));
+    let mut save_state = |st: &training::TrainState| -> Result<(), String> {
+        let file = resume_out.as_ref().expect("--checkpoint-every requires --checkpoint");
+        let bytes =
+            resume::to_bytes(st).map_err(|e| format!("serializing the resume checkpoint: {e}"))?;
+        file.replace(&bytes).map_err(|e| format!("{e:#}"))
+    };
+    let checkpointing =
+        args.checkpoint_every.map(|every| training::Checkpointing { every, save: &mut save_state });
+    let run =
+        training::train_from(&data, &config, device, start, checkpointing, |m| progress.epoch(m));
     progress.finish();
     let run = run?;
 
