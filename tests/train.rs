@@ -721,8 +721,13 @@ fn a_killed_run_resumes_exactly() {
     ];
     let straight = json_of(bin().args(flags).output().unwrap(), "the straight run");
     let mut resumed_runs = 0;
+    // Its own folder: a SIGKILL during a write leaves that write's
+    // temporary file (nothing can remove it), which other tests' checks for
+    // stray temporary files must not see.
+    let dir = tmp("killed-runs");
+    std::fs::create_dir_all(&dir).unwrap();
     for (k, delay_ms) in [150u64, 400, 700, 1000].into_iter().enumerate() {
-        let ck = tmp(&format!("killed-{k}.safetensors"));
+        let ck = dir.join(format!("killed-{k}.safetensors"));
         let _ = std::fs::remove_file(&ck);
         let mut child = bin()
             .args(flags)

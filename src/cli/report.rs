@@ -91,6 +91,10 @@ pub struct TrainReport<'a> {
     pub confusion_matrix: &'a [Vec<i64>],
     pub train_seconds: f64,
     pub samples_per_second: f64,
+    /// The saved epoch a `--resume` run continued after (`epochs` holds
+    /// the ones after it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_after: Option<usize>,
 }
 
 impl<'a> TrainReport<'a> {
@@ -105,6 +109,7 @@ impl<'a> TrainReport<'a> {
             confusion_matrix: &run.confusion,
             train_seconds: run.seconds,
             samples_per_second: run.samples_per_second(),
+            resumed_after: run.resumed_after,
         }
     }
 }

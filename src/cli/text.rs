@@ -184,10 +184,14 @@ pub fn train_summary(run: &TrainRun, written: &[String]) -> String {
             c.dropout
         )
     };
+    let epochs = match run.resumed_after {
+        Some(k) => format!("{} epochs, resumed after epoch {k}", c.epochs),
+        None => format!("{} epochs", run.epochs.len()),
+    };
     let mut s = format!(
         "data:      {} ({} rows, {} features, {} classes): {} train, {} test, {}\n\
          model:     {model} on {}\n\
-         training:  {} epochs, {batch}, {optim}, nn.CrossEntropyLoss({}), seed {}\n\
+         training:  {epochs}, {batch}, {optim}, nn.CrossEntropyLoss({}), seed {}\n\
          final:     train loss {:.4} accuracy {:.3} | test loss {:.4} accuracy {:.3}\n\
          speed:     {:.0} samples/s ({:.2} s for {} epochs)\n\
          confusion matrix of the test split (rows: true class, columns: predicted):\n{}",
@@ -199,7 +203,6 @@ pub fn train_summary(run: &TrainRun, written: &[String]) -> String {
         d.test_rows,
         if c.standardize { "standardized" } else { "raw features" },
         device_name(run.device),
-        run.epochs.len(),
         loss.join(", "),
         c.seed,
         m.train_loss,
