@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes the CSV reader and the checkpoint reader with cargo fuzz (libFuzzer)
+# Fuzzes the CSV reader and the checkpoint readers (safetensors and .pt) with
+# cargo fuzz (libFuzzer)
 # for a bounded time each, then replays what it found through the regression
 # test. Not part of CI (it installs cargo-fuzz and takes minutes).
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]   (default 60)
@@ -19,7 +20,7 @@ export LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # with RUSTC_BOOTSTRAP. No sanitizer: the code under test is safe Rust, and
 # what we look for are panics.
 export RUSTC_BOOTSTRAP=1
-for target in csv_loader checkpoint_loader; do
+for target in csv_loader checkpoint_loader pt_loader; do
   mkdir -p "fuzz/corpus/$target"
   cp -n fuzz/regressions/"$target"/* "fuzz/corpus/$target/" 2>/dev/null || true
   echo "== fuzzing $target for ${secs}s" >&2

@@ -576,16 +576,14 @@ def load_checkpoint(path, flag="--load"):
             blob = f.read()
     except OSError as e:
         raise UsageError(f"{shown}: cannot read: {e.strerror or e}")
-    try:
-        tensors = dict(safetensors.deserialize(blob))
-        header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
-    except Exception as e:
-        if blob.startswith(b"PK\x03\x04") or (len(blob) > 1 and blob[0] == 0x80 and blob[1] <= 5):
-            raise UsageError(f"{shown}: a torch.save file (a .pt zip or pickle archive), not "
-                             "safetensors; save the state_dict as safetensors: from "
-                             "safetensors.torch import save_file; "
-                             "save_file(model.state_dict(), \"model.safetensors\")")
-        raise UsageError(f"{shown}: not a valid safetensors file ({e})")
+    if blob.startswith(b"PK\x03\x04") or (len(blob) > 1 and blob[0] == 0x80 and blob[1] <= 5):
+        tensors, header = load_pt(path, shown), {}
+    else:
+        try:
+            tensors = dict(safetensors.deserialize(blob))
+            header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
+        except Exception as e:
+            raise UsageError(f"{shown}: not a valid safetensors file ({e})")
     count = 1 if WEIGHT in tensors else max(
         next(k for k in range(len(tensors) + 1) if f"layers.{3 * k}.weight" not in tensors), 1)
     layers, previous = [], None
@@ -620,6 +618,37 @@ def load_checkpoint(path, flag="--load"):
         stats = (torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64))
     hidden = [w.shape[0] for w, _ in layers[:-1]]
     return Checkpoint(layers, layers[-1][0].shape[0], features, hidden, stats)
+
+
+# torch dtypes by safetensors' names, for .pt files.
+PT_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16",
+             torch.bfloat16: "BF16", torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8"}
+
+
+def load_pt(path, shown):
+    """A torch.save(model.state_dict()) file as safetensors-like entries.
+    torch.load(weights_only=True) runs nothing but PyTorch's allow-list;
+    then, as the binary: a dict whose every value is a tensor, or refused."""
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"{shown}: not a readable torch.save file ({first})")
+    if not isinstance(sd, dict):
+        raise UsageError(f"{shown}: the file holds a {type(sd).__name__} object, not a "
+                         "state_dict (a dict of tensors); save model.state_dict() itself")
+    entries = {}
+    for key in sorted(sd):
+        v = sd[key]
+        if not torch.is_tensor(v):
+            raise UsageError(f"{shown}: '{key}' is a {type(v).__name__}, not a tensor: only a "
+                             "state_dict (a dict of tensors) is read; save model.state_dict() "
+                             "itself")
+        v = v.detach().contiguous()
+        dtype = PT_DTYPES.get(v.dtype, str(v.dtype))
+        data = v.numpy().tobytes() if dtype == "F32" else b""
+        entries[key] = {"dtype": dtype, "shape": list(v.shape), "data": data}
+    return entries
 
 
 def checkpoint_fits(ck, data):

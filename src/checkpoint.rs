@@ -80,6 +80,10 @@ pub enum CheckpointError {
     Metadata(String),
     /// safetensors refused to serialize.
     Serialize(String),
+    /// pytorch-reader could not read a `.pt` file (its reason).
+    Pt(String),
+    /// A `.pt` file that holds something else than a dict of tensors.
+    PtContent(String),
     /// A model checkpoint where a resume checkpoint was expected.
     NotResume,
     /// A resume checkpoint's state that is not what this crate writes.
@@ -112,6 +116,8 @@ impl fmt::Display for CheckpointError {
             CheckpointError::Metadata(why) => write!(f, "standardization metadata: {why}"),
             CheckpointError::Serialize(why) => write!(f, "cannot serialize: {why}"),
             CheckpointError::Resume(why) => write!(f, "resume state: {why}"),
+            CheckpointError::Pt(why) => write!(f, "not a readable torch.save file ({why})"),
+            CheckpointError::PtContent(why) => write!(f, "{why}"),
             CheckpointError::NotResume => write!(
                 f,
                 "a model checkpoint, not a resume checkpoint (no optimizer, scheduler or generator state; train --checkpoint writes one); --load starts from its weights"
@@ -178,14 +184,19 @@ impl Checkpoint {
         safetensors::serialize(tensors, &Some(metadata)).map_err(err)
     }
 
-    /// Reads a checkpoint written by this crate or by
-    /// `safetensors.torch.save_file(model.state_dict(), path)`.
+    /// Reads a checkpoint written by this crate, by
+    /// `safetensors.torch.save_file(model.state_dict(), path)` or by
+    /// `torch.save(model.state_dict(), path)` ([`Checkpoint::from_pt`]).
     pub fn read(path: &Path) -> Result<Checkpoint, CheckpointError> {
         let bytes = std::fs::read(path).map_err(CheckpointError::Io)?;
+        if is_torch_save(&bytes) {
+            return Checkpoint::from_pt(path);
+        }
         Checkpoint::from_bytes(&bytes)
     }
 
-    /// Parses the bytes of a checkpoint file.
+    /// Parses the bytes of a safetensors checkpoint (a `torch.save` file is
+    /// refused here: [`Checkpoint::read`] reads those from their path).
     pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
         let st = SafeTensors::deserialize(bytes).map_err(|e| {
             if is_torch_save(bytes) {
@@ -194,81 +205,182 @@ impl Checkpoint {
                 CheckpointError::NotSafetensors(e.to_string())
             }
         })?;
-        let mut names: Vec<String> = st.names().into_iter().cloned().collect();
-        names.sort();
-        // MyModel's `linear`, or as many `layers.{3i}` as the file has.
-        let count = if names.iter().any(|n| n == WEIGHT) {
-            1
-        } else {
-            let mut k = 0;
-            while names.contains(&format!("layers.{}.weight", 3 * k)) {
-                k += 1;
-            }
-            k.max(1)
-        };
-        let mut tensors = Vec::new();
-        for layer in layer_names(count) {
-            let (w, b) = (format!("{layer}.weight"), format!("{layer}.bias"));
-            let get = |name: &String| {
-                let t = st.tensor(name).map_err(|_| CheckpointError::MissingTensor {
-                    name: name.clone(),
-                    names: names.clone(),
-                })?;
-                if t.dtype() != Dtype::F32 {
-                    let dtype = format!("{:?}", t.dtype());
-                    return Err(CheckpointError::Dtype { name: name.clone(), dtype });
-                }
-                Ok(t)
-            };
-            let (w, b) = (get(&w)?, get(&b)?);
-            let (ws, bs) = (w.shape().to_vec(), b.shape().to_vec());
-            let previous = tensors.last().map(|(w, _): &(TensorView, TensorView)| w.shape()[0]);
-            if ws.len() != 2
-                || bs.len() != 1
-                || bs[0] != ws[0]
-                || previous.is_some_and(|p| p != ws[1])
-            {
-                return Err(CheckpointError::Shape { layer, weight: ws, bias: bs });
-            }
-            tensors.push((w, b));
-        }
-        let floats = |t: &TensorView| -> Vec<f32> {
-            t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-        };
+        let names: Vec<String> = st.names().into_iter().cloned().collect();
         let metadata = SafeTensors::read_metadata(bytes)
             .map_err(|e| CheckpointError::NotSafetensors(e.to_string()))?
             .1;
-        let parse = |what: &str, text: &str| {
-            serde_json::from_str::<Vec<f64>>(text)
-                .map_err(|e| CheckpointError::Metadata(format!("{what}: {e}")))
-        };
-        let features = tensors[0].0.shape()[1];
-        let standardizer = match metadata.metadata() {
-            Some(meta) => match (meta.get("standardize_mean"), meta.get("standardize_std")) {
-                (Some(m), Some(s)) => {
-                    let mean = parse("standardize_mean", m)?;
-                    let std = parse("standardize_std", s)?;
-                    if mean.len() != features || std.len() != features {
-                        return Err(CheckpointError::Metadata(format!(
-                            "{} values for a model of {features} features",
-                            mean.len(),
-                        )));
-                    }
-                    Some(Standardizer { mean, std })
-                }
-                _ => None,
+        assemble(
+            names,
+            |name| {
+                let t = st.tensor(name).ok()?;
+                Some(Ok(Found {
+                    dtype: format!("{:?}", t.dtype()),
+                    shape: t.shape().to_vec(),
+                    data: Box::new(move || Ok(t.data().to_vec())),
+                }))
             },
-            None => None,
-        };
-        Ok(Checkpoint {
-            layers: tensors
-                .iter()
-                .map(|(w, b)| LinearParams { weight: floats(w), bias: floats(b) })
-                .collect(),
-            classes: tensors[count - 1].0.shape()[0],
-            features,
-            hidden: tensors[..count - 1].iter().map(|(w, _)| w.shape()[0]).collect(),
-            standardizer,
-        })
+            metadata.metadata().as_ref(),
+        )
     }
+
+    /// Reads a `torch.save(model.state_dict(), path)` file (the zip archive
+    /// of PyTorch 1.6 and later; an `OrderedDict` or a plain `dict`),
+    /// without Python and without running anything in it: the pickle is
+    /// interpreted by pytorch-reader, which knows only PyTorch's tensor
+    /// rebuild calls, and this function then accepts only a dict whose
+    /// every value is a tensor. Anything else (an object, a number, a
+    /// nested dict, a call it does not know) is refused. A `.pt` file has
+    /// no standardization statistics.
+    pub fn from_pt(path: &Path) -> Result<Checkpoint, CheckpointError> {
+        use pytorch_reader::{PickleValue, PytorchReader};
+        let pt = |e: pytorch_reader::PytorchError| CheckpointError::Pt(e.to_string());
+        let root = PytorchReader::read_pickle_data(path, None).map_err(pt)?;
+        let PickleValue::Dict(entries) = root else {
+            return Err(CheckpointError::PtContent(format!(
+                "the file holds {}, not a state_dict (a dict of tensors); save model.state_dict() itself",
+                describe(&root)
+            )));
+        };
+        let mut keys: Vec<&String> = entries.keys().collect();
+        keys.sort();
+        // `state_dict()`'s OrderedDict carries `_metadata`, each module's
+        // state-dict version: a dict of dicts of plain values.
+        let plain = |v: &PickleValue| {
+            matches!(v, PickleValue::Int(_) | PickleValue::String(_) | PickleValue::Bool(_))
+        };
+        let version_info = |v: &PickleValue| match v {
+            PickleValue::Dict(modules) => modules.values().all(|m| match m {
+                PickleValue::Dict(fields) => fields.values().all(plain),
+                _ => false,
+            }),
+            _ => false,
+        };
+        for key in keys {
+            match &entries[key] {
+                PickleValue::Unsupported(t) if t == "torch.Tensor" => {}
+                v if key == "_metadata" && version_info(v) => {}
+                other => {
+                    return Err(CheckpointError::PtContent(format!(
+                        "'{key}' is {}, not a tensor: only a state_dict (a dict of tensors) is read; save model.state_dict() itself",
+                        describe(other)
+                    )))
+                }
+            }
+        }
+        let reader = PytorchReader::new(path).map_err(pt)?;
+        let names = reader.keys();
+        assemble(
+            names,
+            |name| {
+                let t = reader.get(name)?;
+                Some(Ok(Found {
+                    dtype: format!("{:?}", t.dtype()),
+                    shape: t.shape().to_vec(),
+                    data: Box::new(move || {
+                        t.read().map_err(|e| CheckpointError::Pt(e.to_string()))
+                    }),
+                }))
+            },
+            None,
+        )
+    }
+}
+
+/// What a Python value in a `.pt` file is, for an error message.
+fn describe(value: &pytorch_reader::PickleValue) -> String {
+    use pytorch_reader::PickleValue as V;
+    match value {
+        V::None => "None".to_string(),
+        V::Bool(_) => "a bool".to_string(),
+        V::Int(_) => "an int".to_string(),
+        V::Float(_) => "a float".to_string(),
+        V::String(_) => "a string".to_string(),
+        V::List(_) => "a list".to_string(),
+        V::Dict(_) => "a dict".to_string(),
+        V::Bytes(_) => "bytes".to_string(),
+        V::Unsupported(t) => format!("a {t} object"),
+    }
+}
+
+/// A tensor as a reader found it: its dtype's name (`F32`), its shape and
+/// a way to get its little-endian bytes.
+struct Found<'a> {
+    dtype: String,
+    shape: Vec<usize>,
+    data: Box<dyn FnOnce() -> Result<Vec<u8>, CheckpointError> + 'a>,
+}
+
+/// The model a file's tensors describe (MyModel's `linear`, or as many
+/// `layers.{3i}` as there are), with the standardization statistics of
+/// `metadata` when it has both.
+fn assemble<'a>(
+    mut names: Vec<String>,
+    get: impl Fn(&str) -> Option<Result<Found<'a>, CheckpointError>>,
+    metadata: Option<&HashMap<String, String>>,
+) -> Result<Checkpoint, CheckpointError> {
+    names.sort();
+    let count = if names.iter().any(|n| n == WEIGHT) {
+        1
+    } else {
+        let mut k = 0;
+        while names.contains(&format!("layers.{}.weight", 3 * k)) {
+            k += 1;
+        }
+        k.max(1)
+    };
+    let mut layers: Vec<(Vec<usize>, LinearParams)> = Vec::new();
+    for layer in layer_names(count) {
+        let fetch = |name: String| -> Result<(Vec<usize>, Vec<f32>), CheckpointError> {
+            let found = get(&name).ok_or_else(|| CheckpointError::MissingTensor {
+                name: name.clone(),
+                names: names.clone(),
+            })??;
+            if found.dtype != "F32" {
+                return Err(CheckpointError::Dtype { name, dtype: found.dtype });
+            }
+            let bytes = (found.data)()?;
+            let floats = bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            Ok((found.shape, floats))
+        };
+        let (ws, weight) = fetch(format!("{layer}.weight"))?;
+        let (bs, bias) = fetch(format!("{layer}.bias"))?;
+        let previous = layers.last().map(|(shape, _)| shape[0]);
+        if ws.len() != 2 || bs.len() != 1 || bs[0] != ws[0] || previous.is_some_and(|p| p != ws[1])
+        {
+            return Err(CheckpointError::Shape { layer, weight: ws, bias: bs });
+        }
+        layers.push((ws, LinearParams { weight, bias }));
+    }
+    let features = layers[0].0[1];
+    let parse = |what: &str, text: &str| {
+        serde_json::from_str::<Vec<f64>>(text)
+            .map_err(|e| CheckpointError::Metadata(format!("{what}: {e}")))
+    };
+    let standardizer = match metadata {
+        Some(meta) => match (meta.get("standardize_mean"), meta.get("standardize_std")) {
+            (Some(m), Some(s)) => {
+                let mean = parse("standardize_mean", m)?;
+                let std = parse("standardize_std", s)?;
+                if mean.len() != features || std.len() != features {
+                    return Err(CheckpointError::Metadata(format!(
+                        "{} values for a model of {features} features",
+                        mean.len(),
+                    )));
+                }
+                Some(Standardizer { mean, std })
+            }
+            _ => None,
+        },
+        None => None,
+    };
+    Ok(Checkpoint {
+        classes: layers[count - 1].0[0],
+        features,
+        hidden: layers[..count - 1].iter().map(|(shape, _)| shape[0]).collect(),
+        layers: layers.into_iter().map(|(_, params)| params).collect(),
+        standardizer,
+    })
 }

@@ -75,3 +75,55 @@ fn checkpoint_reader_regressions() {
         }
     }
 }
+
+#[test]
+fn pt_reader_regressions() {
+    // The seeds (state dicts, and files holding a call or a nested dict,
+    // which are refused), every prefix of a real .pt and single-byte
+    // changes through it: an Ok of a consistent model or an Err, never a
+    // panic.
+    let mut files = inputs("pt_loader");
+    let real = files.iter().find(|(n, _)| n.ends_with("ordered-dict.pt")).unwrap().1.clone();
+    for cut in (0..real.len()).step_by(7) {
+        files.push((format!("prefix of {cut} bytes"), real[..cut].to_vec()));
+    }
+    for at in (0..real.len()).step_by(13) {
+        let mut changed = real.clone();
+        changed[at] ^= 0x5a;
+        files.push((format!("byte {at} changed"), changed));
+    }
+    let dir = std::env::temp_dir().join(format!("pt-regressions-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("input.pt");
+    let mut loaded = 0;
+    for (name, bytes) in &files {
+        std::fs::write(&path, bytes).unwrap();
+        let result = std::panic::catch_unwind(|| Checkpoint::from_pt(&path));
+        match result {
+            Err(_) => panic!("{name}: the .pt reader panicked"),
+            Ok(Ok(ck)) => {
+                let sizes = ck.sizes();
+                for (layer, io) in ck.layers.iter().zip(sizes.windows(2)) {
+                    assert_eq!(
+                        (layer.weight.len(), layer.bias.len()),
+                        (io[0] * io[1], io[1]),
+                        "{name}"
+                    );
+                }
+                loaded += 1;
+            }
+            Ok(Err(_)) => {}
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    let refused = |seed: &str| {
+        let bytes = &files.iter().find(|(n, _)| n.ends_with(seed)).unwrap().1;
+        let p = std::env::temp_dir().join(format!("pt-seed-{}-{seed}", std::process::id()));
+        std::fs::write(&p, bytes).unwrap();
+        let r = Checkpoint::from_pt(&p);
+        std::fs::remove_file(&p).unwrap();
+        r.is_err()
+    };
+    assert!(refused("a-call-in-the-dict.pt") && refused("nested.pt"));
+    assert!(loaded >= 2, "the seed state dicts load ({loaded} loaded)");
+}

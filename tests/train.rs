@@ -755,3 +755,65 @@ fn a_killed_run_resumes_exactly() {
     }
     assert!(resumed_runs >= 2, "only {resumed_runs} kill points fell inside the run");
 }
+
+#[test]
+fn pt_state_dicts_load_as_in_pytorch_and_nothing_in_them_runs() {
+    let Some(python) = reference_python() else { return };
+    let dir = tmp("pt-files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = dir.join("ran");
+    let _ = std::fs::remove_file(&marker);
+    // torch.save of MyModel's and an MLP's state_dict (an OrderedDict), of
+    // a plain dict, and four files that are not a state dict of tensors:
+    // one whose "weight" is a call of os.system (it would create `marker`
+    // if anything ran it), one whose root is such a call, a whole model and
+    // a checkpoint dict with an int in it.
+    let script = format!(
+        "import sys, os, torch; sys.path.insert(0, {scripts:?}); from reference import MyModel, MLP\n\
+         d = {dir:?}\n\
+         torch.manual_seed(0); m = MyModel(4, 3)\n\
+         torch.save(m.state_dict(), d + '/ordered.pt')\n\
+         torch.save(dict(m.state_dict()), d + '/plain.pt')\n\
+         torch.manual_seed(1); torch.save(MLP(4, [8, 5], 3, 0.1).state_dict(), d + '/mlp.pt')\n\
+         class Call:\n    def __reduce__(self): return (os.system, ('touch ' + {marker:?},))\n\
+         torch.save({{'linear.weight': Call(), 'linear.bias': m.linear.bias}}, d + '/call.pt')\n\
+         torch.save(Call(), d + '/root-call.pt')\n\
+         torch.save(m, d + '/whole.pt')\n\
+         torch.save({{'model': m.state_dict(), 'epoch': 3}}, d + '/nested.pt')\n",
+        scripts = root().join("scripts").to_str().unwrap(),
+        dir = dir.to_str().unwrap(),
+        marker = marker.to_str().unwrap(),
+    );
+    let out = std::process::Command::new(&python).args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!marker.exists(), "the test's own torch.save ran the call");
+
+    for name in ["ordered.pt", "plain.pt", "mlp.pt"] {
+        let path = dir.join(name);
+        let rust = eval_json(None, &path, &["--no-standardize"]);
+        let torch = eval_json(Some(&python), &path, &["--no-standardize"]);
+        assert_eval_equal(&rust, &torch, name);
+        // Training on from it, as PyTorch's load_state_dict + training.
+        let load = ["--dataset", "iris", "--epochs", "5", "--load", path.to_str().unwrap()];
+        let (r, t) = train_both(&python, &load);
+        assert_train_equal(&r, &t, &format!("train --load {name}"));
+    }
+    for name in ["call.pt", "root-call.pt", "whole.pt", "nested.pt"] {
+        let path = dir.join(name);
+        let args =
+            ["eval", "--dataset", "iris", "--no-standardize", "--load", path.to_str().unwrap()];
+        let torch = std::process::Command::new(&python)
+            .arg(root().join("scripts/reference.py"))
+            .args(args)
+            .output()
+            .unwrap();
+        for (who, out) in [("rust", run_bin(&args)), ("pytorch", torch)] {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{who} {name}: {stderr}");
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{who} {name}: {stderr}");
+            assert!(stderr.contains(&format!("--load {}: ", path.display())), "{stderr}");
+            assert!(out.stdout.is_empty(), "{who} {name}");
+        }
+    }
+    assert!(!marker.exists(), "loading a .pt ran code from it");
+}
