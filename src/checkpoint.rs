@@ -50,6 +50,65 @@ pub fn layer_names(layers: usize) -> Vec<String> {
 }
 
 impl Checkpoint {
+    /// The parameters of a model's Linear layers (input to output), copied
+    /// to the host: what `model.state_dict()` holds.
+    pub fn of_linears(
+        linears: &[&tch::nn::Linear],
+        standardizer: Option<Standardizer>,
+    ) -> Result<Checkpoint, tch::TchError> {
+        let host = |t: &tch::Tensor| -> Result<Vec<f32>, tch::TchError> {
+            Vec::<f32>::try_from(&t.f_detach()?.f_to_device(tch::Device::Cpu)?.f_flatten(0, -1)?)
+        };
+        let mut layers = Vec::new();
+        for l in linears {
+            let bias = match &l.bs {
+                Some(b) => host(b)?,
+                None => return Err(tch::TchError::Shape("a Linear without a bias".to_string())),
+            };
+            layers.push(LinearParams { weight: host(&l.ws)?, bias });
+        }
+        let sizes: Vec<usize> = linears.iter().map(|l| l.ws.size()[0] as usize).collect();
+        let (Some(first), Some(&classes)) = (linears.first(), sizes.last()) else {
+            return Err(tch::TchError::Shape("a model without layers".to_string()));
+        };
+        Ok(Checkpoint {
+            layers,
+            classes,
+            features: first.ws.size()[1] as usize,
+            hidden: sizes[..sizes.len() - 1].to_vec(),
+            standardizer,
+        })
+    }
+
+    /// `model.load_state_dict(...)`: copies the parameters into a model's
+    /// Linear layers, which must have this checkpoint's sizes.
+    pub fn copy_into(&self, linears: &[&tch::nn::Linear]) -> Result<(), tch::TchError> {
+        let sizes = self.sizes();
+        let fits = linears.len() == self.layers.len()
+            && linears
+                .iter()
+                .zip(sizes.windows(2))
+                .all(|(l, io)| l.ws.size() == [io[1] as i64, io[0] as i64] && l.bs.is_some());
+        if !fits {
+            return Err(tch::TchError::Shape(format!(
+                "the checkpoint's layers are {sizes:?}, the model's are not"
+            )));
+        }
+        tch::no_grad(|| {
+            for (layer, params) in linears.iter().zip(&self.layers) {
+                let w = tch::Tensor::f_from_slice(&params.weight)?
+                    .f_view(layer.ws.size().as_slice())?;
+                let device = layer.ws.device();
+                layer.ws.shallow_clone().f_copy_(&w.f_to_device(device)?)?;
+                if let Some(bs) = &layer.bs {
+                    let b = tch::Tensor::f_from_slice(&params.bias)?.f_to_device(device)?;
+                    bs.shallow_clone().f_copy_(&b)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// The layer sizes, `features`, hidden..., `classes`.
     pub fn sizes(&self) -> Vec<usize> {
         std::iter::once(self.features)

@@ -173,6 +173,6 @@ pub fn run_example(
 }
 
 /// A detached copy on the CPU that later in-place updates do not touch.
-pub(crate) fn host_copy(t: &Tensor) -> Tensor {
+fn host_copy(t: &Tensor) -> Tensor {
     t.detach().to_device(Device::Cpu).copy()
 }

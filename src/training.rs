@@ -1,9 +1,8 @@
 //! Training a classifier on real data: the example's model, loss and optimizer
 //! in an epoch loop (`train`), and evaluating a saved model (`eval`).
 
-use crate::checkpoint::{Checkpoint, LinearParams};
+use crate::checkpoint::Checkpoint;
 use crate::data::{split, Dataset, SplitError, Standardizer};
-use crate::example::host_copy;
 use crate::loss::{CrossEntropyLoss, LossError};
 use crate::model::Classifier;
 use crate::optim::{
@@ -322,7 +321,7 @@ pub fn train_from(
     let (features, classes64) = (data.features as i64, classes as i64);
     let model = Classifier::new(&vs.root(), features, &hidden, classes64, config.dropout);
     if let Some(ck) = init {
-        copy_params(&model, ck);
+        ck.copy_into(&model.linears())?;
     }
     if device != Device::Cpu {
         vs.set_device(device);
@@ -446,7 +445,7 @@ pub fn train_from(
         }
         if let Some(c) = &mut checkpointing {
             if epoch % c.every.max(1) == 0 && epoch < config.epochs {
-                let ck = checkpoint_of(&model, data, config, classes, &standardizer)?;
+                let ck = checkpoint_of(&model, &standardizer)?;
                 let st = state_of(epoch, ck, &optimizer, &scheduler, config, data, classes)?;
                 (c.save)(&st).map_err(TrainError::Checkpointing)?;
             }
@@ -455,7 +454,7 @@ pub fn train_from(
     let seconds = start.elapsed().as_secs_f64();
 
     let confusion = confusion_matrix(&model, &x_test, &y_test, classes)?;
-    let checkpoint = checkpoint_of(&model, data, config, classes, &standardizer)?;
+    let checkpoint = checkpoint_of(&model, &standardizer)?;
     let state =
         state_of(config.epochs, checkpoint.clone(), &optimizer, &scheduler, config, data, classes)?;
     Ok(TrainRun {
@@ -531,29 +530,9 @@ pub fn check_train(
 /// The model's parameters (on the host) and standardization as a checkpoint.
 fn checkpoint_of(
     model: &Classifier,
-    data: &Dataset,
-    config: &TrainConfig,
-    classes: usize,
     standardizer: &Option<Standardizer>,
-) -> Result<Checkpoint, TrainError> {
-    let layers = model
-        .linears()
-        .into_iter()
-        .map(|l| -> Result<LinearParams, TchError> {
-            let bias = l.bs.as_ref().expect("every Linear here has a bias");
-            Ok(LinearParams {
-                weight: Vec::<f32>::try_from(&host_copy(&l.ws).flatten(0, -1))?,
-                bias: Vec::<f32>::try_from(&host_copy(bias))?,
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(Checkpoint {
-        layers,
-        classes,
-        features: data.features,
-        hidden: config.hidden.clone(),
-        standardizer: standardizer.clone(),
-    })
+) -> Result<Checkpoint, TchError> {
+    Checkpoint::of_linears(&model.linears(), standardizer.clone())
 }
 
 /// The run's state after `epoch` epochs (and that epoch's scheduler step).
@@ -747,19 +726,6 @@ fn check_checkpoint_fits(ck: &Checkpoint, data: &Dataset) -> Result<usize, Train
     Ok(ck.classes)
 }
 
-/// Overwrites the model's parameters with the checkpoint's (same shapes).
-fn copy_params(model: &Classifier, ck: &Checkpoint) {
-    tch::no_grad(|| {
-        for (layer, params) in model.linears().into_iter().zip(&ck.layers) {
-            let w = Tensor::from_slice(&params.weight).view(layer.ws.size().as_slice());
-            layer.ws.shallow_clone().copy_(&w);
-            if let Some(bs) = &layer.bs {
-                bs.shallow_clone().copy_(&Tensor::from_slice(&params.bias));
-            }
-        }
-    });
-}
-
 /// A model built from a checkpoint, for evaluation.
 pub fn model_from_checkpoint(
     ck: &Checkpoint,
@@ -768,7 +734,7 @@ pub fn model_from_checkpoint(
     let mut vs = nn::VarStore::new(Device::Cpu);
     let hidden: Vec<i64> = ck.hidden.iter().map(|&h| h as i64).collect();
     let model = Classifier::new(&vs.root(), ck.features as i64, &hidden, ck.classes as i64, 0.0);
-    copy_params(&model, ck);
+    ck.copy_into(&model.linears())?;
     if device != Device::Cpu {
         vs.set_device(device);
     }
