@@ -112,10 +112,69 @@ def main():
         cells = [r[0], str(r[1]), r[2], f"{r[3]:.1f}", f"{r[4]:.1f}", f"{r[5]:.2f}",
                  f"{r[6]:.0f}", f"{r[7]:.0f}", r[8]]
         print("  ".join(c.ljust(w) for c, w in zip(cells, widths)))
+    optimizer_rows(reps)
+    training_rows(reps, args.quick)
     timer_check()
     for name, (manual, autograd, gemm) in ratios.items():
         extra = f"; rust step / its GEMMs alone: {gemm:.2f}" if gemm == gemm else ""
         print(f"ratio pytorch/rust {name}: {manual:.2f} (manual backward; autograd: {autograd:.2f}{extra})")
+
+
+def optimizer_rows(reps):
+    """The seed's step with Adam (this crate's exact port) against SGD, one
+    thread, PyTorch in the same run."""
+    n, d, c, steps, warmup = 10, 10, 3, 5000, 200
+    sa = shape_args(n, d, c, steps, warmup, 1, "cpu")
+    impls = {}
+    for opt in ["sgd", "adam"]:
+        impls[f"pytorch {opt}"] = REFERENCE + ["bench", "--optimizer", opt] + sa
+        impls[f"rust {opt}"] = [RUST, "bench", "--optimizer", opt] + sa
+        impls[f"rust {opt} manual"] = [RUST, "bench", "--backward", "manual", "--optimizer", opt] + sa
+    results = {k: [] for k in impls}
+    for _ in range(reps):
+        for k, cmd in impls.items():
+            results[k].append(measure(cmd))
+    med = {k: statistics.median(r[0]["us_per_step"] for r in v) for k, v in results.items()}
+    bits = {k: struct.unpack("<I", struct.pack("<f", v[0][0]["final_loss"]))[0]
+            for k, v in results.items()}
+    print("optimizers at 10x10->3, 1 thread (us/step):")
+    for opt in ["sgd", "adam"]:
+        exact = bits[f"rust {opt}"] == bits[f"pytorch {opt}"] == bits[f"rust {opt} manual"]
+        print(f"  {opt:5} pytorch {med[f'pytorch {opt}']:.1f}  rust autograd {med[f'rust {opt}']:.1f} "
+              f"(ratio {med[f'pytorch {opt}'] / med[f'rust {opt}']:.2f})  rust manual "
+              f"{med[f'rust {opt} manual']:.1f} (ratio {med[f'pytorch {opt}'] / med[f'rust {opt} manual']:.2f})"
+              f"  bit-equal: {'yes' if exact else 'NO'}")
+    print(f"ratio adam/sgd step: rust autograd {med['rust adam'] / med['rust sgd']:.2f}, "
+          f"rust manual {med['rust adam manual'] / med['rust sgd manual']:.2f}, "
+          f"pytorch {med['pytorch adam'] / med['pytorch sgd']:.2f}")
+
+
+# (name, train flags): mini-batch training on digits, one thread.
+TRAININGS = [
+    ("sgd momentum", ["--momentum", "0.9"]),
+    ("adam + cosine", ["--optimizer", "adam", "--lr", "0.01", "--scheduler", "cosine",
+                       "--t-max", "20"]),
+    ("mlp + dropout", ["--hidden", "64,32", "--dropout", "0.2"]),
+]
+
+
+def training_rows(reps, quick):
+    """`train` against `reference.py train` with the same flags: digits,
+    batch 32, 20 epochs, one thread; per epoch of the epoch loop (start-up
+    excluded: the JSON's train_seconds)."""
+    base = ["train", "--dataset", "digits", "--batch-size", "32", "--epochs", "20",
+            "--threads", "1", "--device", "cpu", "--json", "--quiet"]
+    print("mini-batch train, digits, batch 32, 20 epochs, 1 thread (ms/epoch):")
+    for name, flags in (TRAININGS[:1] if quick else TRAININGS):
+        runs = {"pytorch": [], "rust": []}
+        for _ in range(reps):
+            runs["pytorch"].append(measure(REFERENCE + base + flags)[0])
+            runs["rust"].append(measure([RUST] + base + flags)[0])
+        ms = {k: statistics.median(r["train_seconds"] for r in v) * 1000 / 20 for k, v in runs.items()}
+        f32 = lambda v: struct.unpack("<I", struct.pack("<f", v))[0]
+        exact = f32(runs["rust"][0]["final"]["train_loss"]) == f32(runs["pytorch"][0]["final"]["train_loss"])
+        print(f"  {name:14} pytorch {ms['pytorch']:.2f}  rust {ms['rust']:.2f}  "
+              f"ratio {ms['pytorch'] / ms['rust']:.2f}  bit-equal: {'yes' if exact else 'NO'}")
 
 
 def timer_check():

@@ -576,13 +576,15 @@ def load_checkpoint(path, flag="--load"):
             blob = f.read()
     except OSError as e:
         raise UsageError(f"{shown}: cannot read: {e.strerror or e}")
-    if blob.startswith(b"PK\x03\x04") or (len(blob) > 1 and blob[0] == 0x80 and blob[1] <= 5):
-        tensors, header = load_pt(path, shown), {}
-    else:
-        try:
-            tensors = dict(safetensors.deserialize(blob))
-            header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
-        except Exception as e:
+    # safetensors first: its first byte is its header's length, which can
+    # look like a pickle's protocol mark (0x80).
+    try:
+        tensors = dict(safetensors.deserialize(blob))
+        header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
+    except Exception as e:
+        if blob.startswith(b"PK\x03\x04") or (len(blob) > 1 and blob[0] == 0x80 and blob[1] <= 5):
+            tensors, header = load_pt(path, shown), {}
+        else:
             raise UsageError(f"{shown}: not a valid safetensors file ({e})")
     count = 1 if WEIGHT in tensors else max(
         next(k for k in range(len(tensors) + 1) if f"layers.{3 * k}.weight" not in tensors), 1)
@@ -1296,6 +1298,7 @@ def bench_parser():
     p = Parser(prog="reference.py bench")
     example_flags(p)
     p.add_argument("--warmup", type=whole(64, signed=False), default=100)
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="sgd")
     return p
 
 
@@ -1307,6 +1310,8 @@ def bench_main(args):
     model, loss_fn, optimizer, inputs, targets = example_setup(args)
     model.to(device)
     inputs, targets = inputs.to(device), targets.to(device)
+    if args.optimizer != "sgd":  # torch.optim's defaults but the lr
+        optimizer = OPTIMIZERS[args.optimizer][0](model.parameters(), lr=args.lr)
 
     def step():
         outputs = model(inputs)
@@ -1329,7 +1334,8 @@ def bench_main(args):
     seconds = time.perf_counter() - start
     with torch.no_grad():
         final_loss = loss_fn(model(inputs), targets).item()
-    doc = {"implementation": "pytorch", "device": device_name(device),
+    doc = {"implementation": "pytorch", "optimizer": type(optimizer).__name__,
+           "device": device_name(device),
            "threads": torch.get_num_threads(), "batch_size": args.batch_size,
            "features": args.features, "classes": args.classes,
            "warmup": args.warmup, "steps": args.steps,

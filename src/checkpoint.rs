@@ -248,10 +248,12 @@ impl Checkpoint {
     /// `torch.save(model.state_dict(), path)` ([`Checkpoint::from_pt`]).
     pub fn read(path: &Path) -> Result<Checkpoint, CheckpointError> {
         let bytes = std::fs::read(path).map_err(CheckpointError::Io)?;
-        if is_torch_save(&bytes) {
-            return Checkpoint::from_pt(path);
+        // safetensors first: its first byte is its header's length, which
+        // can look like a pickle's protocol mark (0x80).
+        match Checkpoint::from_bytes(&bytes) {
+            Err(CheckpointError::TorchSave) => Checkpoint::from_pt(path),
+            other => other,
         }
-        Checkpoint::from_bytes(&bytes)
     }
 
     /// Parses the bytes of a safetensors checkpoint (a `torch.save` file is

@@ -127,3 +127,30 @@ fn pt_reader_regressions() {
     assert!(refused("a-call-in-the-dict.pt") && refused("nested.pt"));
     assert!(loaded >= 2, "the seed state dicts load ({loaded} loaded)");
 }
+
+#[test]
+fn a_safetensors_header_that_looks_like_a_pickle_still_reads() {
+    // A safetensors file starts with its header's length, little-endian: a
+    // length of 0x0180 to 0x05ff makes its first bytes 0x80 0x0N, a pickle's
+    // protocol mark. Found when a 452-byte checkpoint was read as a .pt.
+    use cross_entropy_tch::checkpoint::LinearParams;
+    let ck = Checkpoint {
+        layers: vec![LinearParams { weight: vec![0.25; 12], bias: vec![0.5; 3] }],
+        classes: 3,
+        features: 4,
+        hidden: vec![],
+        standardizer: None,
+    };
+    let bytes = (0..400)
+        .map(|pad| {
+            let meta = std::collections::HashMap::from([("pad".to_string(), "x".repeat(pad))]);
+            ck.to_bytes_with(vec![], meta).unwrap()
+        })
+        .find(|b| b[0] == 0x80 && b[1] <= 5)
+        .expect("a padding that makes the header length 0x80 0x0N");
+    let path = std::env::temp_dir().join(format!("pickle-like-{}.safetensors", std::process::id()));
+    std::fs::write(&path, &bytes).unwrap();
+    let read = Checkpoint::read(&path);
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(read.unwrap(), ck);
+}

@@ -68,6 +68,11 @@ pub struct BenchArgs {
     /// gradient), to compare the step with libtorch's GEMM throughput.
     #[arg(long)]
     pub gemm_only: bool,
+
+    /// The step's optimizer, with --lr and torch.optim's other defaults:
+    /// sgd (the example's) or this crate's exact adam, adamw, rmsprop.
+    #[arg(long, default_value_t = OptimizerKind::Sgd, value_parser = optimizer_kind())]
+    pub optimizer: OptimizerKind,
 }
 
 /// `bench --backward`: how the timed step computes its gradients.

@@ -6,6 +6,7 @@ use super::report::BenchResult;
 use anyhow::Result;
 use cross_entropy_tch::example::{ExampleConfig, ExampleSetup};
 use cross_entropy_tch::loss::cross_entropy;
+use cross_entropy_tch::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use cross_entropy_tch::ManualStep;
 use tch::nn::Module;
 use tch::{Device, Kind, Tensor};
@@ -17,30 +18,47 @@ pub fn bench_example_step(
     config: &ExampleConfig,
     warmup: usize,
     backward: Backward,
+    kind: OptimizerKind,
     device: Device,
 ) -> Result<BenchResult> {
-    let &ExampleConfig { batch_size, steps, .. } = config;
-    let ExampleSetup { vs: _vs, model, mut optimizer, inputs, targets } =
+    let &ExampleConfig { batch_size, steps, lr, .. } = config;
+    let ExampleSetup { vs, model, optimizer: sgd, inputs, targets } =
         ExampleSetup::new(config)?.to_device(device)?;
-    let manual = ManualStep::new(&model, batch_size)?;
-    let step = || match backward {
-        Backward::Autograd => {
-            let outputs = model.forward(&inputs);
-            let loss = cross_entropy(&outputs, &targets);
-            optimizer.zero_grad();
-            loss.backward();
-            optimizer.step();
-        }
-        Backward::Manual => {
-            manual.gradients(&model, &inputs, &targets);
-            optimizer.step();
-        }
+    // The example's SGD (libtorch's), or this crate's exact optimizers.
+    let mut optimizer = match kind {
+        OptimizerKind::Sgd => Optimizer::Tch(sgd, lr),
+        _ => Optimizer::build(&vs, &OptimizerConfig { lr, ..OptimizerConfig::new(kind) })?,
     };
-    let us_per_step = time_loop(warmup, steps, device, step);
+    let manual = ManualStep::new(&model, batch_size)?;
+    let mut step = || -> Result<()> {
+        match backward {
+            Backward::Autograd => {
+                let outputs = model.forward(&inputs);
+                let loss = cross_entropy(&outputs, &targets);
+                optimizer.zero_grad();
+                loss.backward();
+            }
+            Backward::Manual => manual.gradients(&model, &inputs, &targets),
+        }
+        optimizer.step()?;
+        Ok(())
+    };
+    let mut failed = None;
+    let us_per_step = time_loop(warmup, steps, device, || {
+        if failed.is_none() {
+            failed = step().err();
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
     let final_loss =
         tch::no_grad(|| cross_entropy(&model.forward(&inputs), &targets).f_double_value(&[]))?
             as f32;
-    Ok(BenchResult::new("tch", config, warmup, backward, device, us_per_step, final_loss))
+    let mut result =
+        BenchResult::new("tch", config, warmup, backward, device, us_per_step, final_loss);
+    result.optimizer = kind.torch_name();
+    Ok(result)
 }
 
 fn sync(device: Device) {
@@ -87,6 +105,7 @@ impl BenchResult {
             warmup,
             steps: config.steps,
             backward,
+            optimizer: "SGD",
             us_per_step,
             final_loss,
         }

@@ -150,6 +150,8 @@ pub struct BenchResult {
     pub warmup: usize,
     pub steps: usize,
     pub backward: Backward,
+    /// `torch.optim`'s class the step used.
+    pub optimizer: &'static str,
     /// Wall time of the timed steps (warm-up excluded), per step.
     pub us_per_step: f64,
     /// The loss on the batch after the last step (one extra forward, not

@@ -143,7 +143,7 @@ fn run_bench(args: &BenchArgs) -> Result<()> {
     let result = if args.gemm_only {
         bench::bench_gemms(&config, args.warmup, device)?
     } else {
-        bench::bench_example_step(&config, args.warmup, args.backward, device)?
+        bench::bench_example_step(&config, args.warmup, args.backward, args.optimizer, device)?
     };
     if args.example.common.json {
         print_json(&result)
