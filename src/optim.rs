@@ -295,7 +295,7 @@ impl Optimizer {
     pub fn zero_grad(&mut self) {
         match self {
             Optimizer::Tch(o, _) => o.zero_grad(),
-            Optimizer::Sgd(o) => o.zero_grad.zero_grad(),
+            Optimizer::Sgd(o) => o.update.zero_grad(),
             Optimizer::Adam(a) => a.zero_grad.zero_grad(),
             Optimizer::RmsProp(r) => r.zero_grad.zero_grad(),
         }
@@ -553,7 +553,8 @@ fn set_to_none(vs: &nn::VarStore) -> Result<nn::Optimizer, TchError> {
 }
 
 /// `torch.optim.SGD` (the default single-tensor path), operation for
-/// operation (`add(..., alpha=)` rebuilt as in [`Adam`]):
+/// operation (`add(..., alpha=)` rebuilt as in [`Adam`] where it is not
+/// the last line):
 ///
 /// ```python
 /// if weight_decay != 0: grad = grad.add(param, alpha=weight_decay)
@@ -563,6 +564,11 @@ fn set_to_none(vs: &nn::VarStore) -> Result<nn::Optimizer, TchError> {
 ///     grad = grad.add(buf, alpha=momentum) if nesterov else buf
 /// param.add_(grad, alpha=-lr)
 /// ```
+///
+/// The last line is libtorch's own kernel call: each parameter's `d_p`
+/// (the `grad` above) is written into its `.grad` and a momentum-less
+/// libtorch SGD runs `p.add_(d_p, -lr)`, the fused multiply-add PyTorch's
+/// CPU kernel computes, without the f64 detour.
 pub struct Sgd {
     states: Vec<SgdState>,
     lr: f64,
@@ -570,8 +576,9 @@ pub struct Sgd {
     dampening: f64,
     weight_decay: f64,
     nesterov: bool,
-    /// For `zero_grad` (see [`set_to_none`]).
-    zero_grad: nn::Optimizer,
+    /// libtorch's SGD without momentum or decay: `p.add_(p.grad, -lr)` for
+    /// the update, and `zero_grad` (see [`set_to_none`]).
+    update: nn::Optimizer,
 }
 
 struct SgdState {
@@ -589,47 +596,52 @@ impl Sgd {
             dampening: c.dampening,
             weight_decay: c.weight_decay,
             nesterov: c.nesterov,
-            zero_grad: set_to_none(vs)?,
+            update: nn::Sgd::default().build(vs, c.lr)?,
         })
     }
 
     /// `optimizer.step()`: parameters without a gradient are skipped.
     pub fn step(&mut self) -> Result<(), TchError> {
-        let (lr, momentum, dampening, wd) =
-            (self.lr, self.momentum, self.dampening, self.weight_decay);
+        let (momentum, dampening, wd) = (self.momentum, self.dampening, self.weight_decay);
         let nesterov = self.nesterov;
-        tch::no_grad(|| {
+        let momentum_t = if momentum != 0.0 { Some(operand(momentum)?) } else { None };
+        tch::no_grad(|| -> Result<(), TchError> {
             for s in &mut self.states {
                 let grad = s.param.grad();
                 if !grad.defined() {
                     continue;
                 }
-                let mut grad = if wd != 0.0 { add_scaled(&grad, &s.param, wd)? } else { grad };
-                if momentum != 0.0 {
+                let mut d_p =
+                    if wd != 0.0 { add_scaled(&grad, &s.param, wd)? } else { grad.shallow_clone() };
+                if let Some(momentum_t) = &momentum_t {
                     let buf = match s.momentum_buffer.take() {
-                        None => grad.f_detach_copy()?, // grad.detach().clone()
+                        None => d_p.f_detach_copy()?, // grad.detach().clone()
                         Some(mut buf) => {
-                            let _ = buf.f_mul_scalar_(momentum)?;
+                            let _ = buf.f_mul_(momentum_t)?;
                             if dampening == 0.0 {
-                                let _ = buf.f_add_(&grad)?; // alpha 1: one rounding either way
+                                let _ = buf.f_add_(&d_p)?; // alpha 1: one rounding either way
                                 buf
                             } else {
-                                add_scaled(&buf, &grad, 1.0 - dampening)?
+                                add_scaled(&buf, &d_p, 1.0 - dampening)?
                             }
                         }
                     };
-                    grad = if nesterov {
-                        add_scaled(&grad, &buf, momentum)?
+                    d_p = if nesterov {
+                        add_scaled(&d_p, &buf, momentum)?
                     } else {
                         buf.shallow_clone()
                     };
                     s.momentum_buffer = Some(buf);
                 }
-                let updated = add_scaled(&s.param, &grad, -lr)?;
-                s.param.f_copy_(&updated)?;
+                if wd != 0.0 || momentum_t.is_some() {
+                    let _ = grad.shallow_clone().f_copy_(&d_p)?; // .grad = d_p, for the update
+                }
             }
             Ok(())
-        })
+        })?;
+        self.update.set_lr(self.lr);
+        self.update.step(); // param.add_(d_p, alpha=-lr)
+        Ok(())
     }
 }
 
