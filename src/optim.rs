@@ -634,7 +634,7 @@ impl Sgd {
                     s.momentum_buffer = Some(buf);
                 }
                 if wd != 0.0 || momentum_t.is_some() {
-                    let _ = grad.shallow_clone().f_copy_(&d_p)?; // .grad = d_p, for the update
+                    grad.shallow_clone().f_copy_(&d_p)?; // .grad = d_p, for the update
                 }
             }
             Ok(())
