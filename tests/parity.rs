@@ -65,15 +65,33 @@ fn assert_bit_equal(rust: &Value, torch: &Value, what: &str) {
     }
 }
 
-fn compare(python: &std::path::PathBuf, args: &[&str]) {
-    let mut full = vec!["--json", "--device", "cpu"];
-    full.extend_from_slice(args);
-    let out = run_bin(&full);
-    assert!(out.status.success(), "binary {full:?}: {}", String::from_utf8_lossy(&out.stderr));
-    let rust: Value = serde_json::from_slice(&out.stdout).expect("the binary's --json is JSON");
-    let torch: Value = serde_json::from_slice(&run_reference(python, &full).stdout)
-        .expect("reference.py's --json is JSON");
-    assert_bit_equal(&rust, &torch, &format!("{args:?}"));
+/// Each case through the binary and through the reference (one Python
+/// process for all of them: torch is imported once).
+fn compare_all(python: &std::path::Path, cases: &[&[&str]]) {
+    let full: Vec<Vec<&str>> = cases
+        .iter()
+        .map(|args| {
+            let mut full = vec!["--json", "--device", "cpu"];
+            full.extend_from_slice(args);
+            full
+        })
+        .collect();
+    let batch: Vec<(std::path::PathBuf, Vec<&str>)> =
+        full.iter().map(|a| (std::env::temp_dir(), a.clone())).collect();
+    let torch_runs = run_reference_batch(python, &batch);
+    for (args, torch) in full.iter().zip(torch_runs) {
+        let out = run_bin(args);
+        assert!(out.status.success(), "binary {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let rust: Value = serde_json::from_slice(&out.stdout).expect("the binary's --json is JSON");
+        assert!(
+            torch.status.success(),
+            "reference {args:?}: {}",
+            String::from_utf8_lossy(&torch.stderr)
+        );
+        let torch: Value =
+            serde_json::from_slice(&torch.stdout).expect("reference.py's --json is JSON");
+        assert_bit_equal(&rust, &torch, &format!("{args:?}"));
+    }
 }
 
 /// The comparison itself: one ulp anywhere, or one key less, is caught.
@@ -97,40 +115,49 @@ fn the_comparison_catches_one_ulp() {
 #[test]
 fn seed_defaults_are_bit_equal() {
     let Some(python) = reference_python() else { return };
-    compare(&python, &[]);
+    compare_all(&python, &[&[]]);
 }
 
 #[test]
 fn other_seeds_are_bit_equal() {
     let Some(python) = reference_python() else { return };
-    for seed in ["1", "42", "-5", "123456789", "9223372036854775807"] {
-        compare(&python, &["--seed", seed]);
-    }
+    let seeds = ["1", "42", "-5", "123456789", "9223372036854775807"];
+    let cases: Vec<[&str; 2]> = seeds.iter().map(|s| ["--seed", *s]).collect();
+    let cases: Vec<&[&str]> = cases.iter().map(|c| &c[..]).collect();
+    compare_all(&python, &cases);
 }
 
 #[test]
 fn other_shapes_are_bit_equal() {
     let Some(python) = reference_python() else { return };
-    for shape in [
+    let shapes = [
         ["1", "10", "3"],  // batch 1
         ["10", "10", "2"], // C = 2
         ["1", "1", "2"],   // the smallest
         ["64", "32", "10"],
         ["7", "300", "5"],
         ["256", "784", "10"], // MNIST-like, blocked matmuls
-    ] {
-        let [n, d, c] = shape;
-        compare(&python, &["--seed", "3", "--batch-size", n, "--features", d, "--classes", c]);
-    }
+    ];
+    let cases: Vec<[&str; 8]> = shapes
+        .iter()
+        .map(|[n, d, c]| ["--seed", "3", "--batch-size", n, "--features", d, "--classes", c])
+        .collect();
+    let cases: Vec<&[&str]> = cases.iter().map(|c| &c[..]).collect();
+    compare_all(&python, &cases);
 }
 
 #[test]
 fn learning_rates_and_multi_step_runs_are_bit_equal() {
     let Some(python) = reference_python() else { return };
-    compare(&python, &["--lr", "0.5", "--steps", "5"]);
-    compare(&python, &["--lr", "0", "--steps", "2"]);
-    compare(&python, &["--lr", "0.1", "--steps", "50", "--seed", "11", "--classes", "4"]);
-    compare(&python, &["--lr", "1e-3", "--steps", "3", "--threads", "1", "--batch-size", "100"]);
+    compare_all(
+        &python,
+        &[
+            &["--lr", "0.5", "--steps", "5"],
+            &["--lr", "0", "--steps", "2"],
+            &["--lr", "0.1", "--steps", "50", "--seed", "11", "--classes", "4"],
+            &["--lr", "1e-3", "--steps", "3", "--threads", "1", "--batch-size", "100"],
+        ],
+    );
 }
 
 /// `scripts/run.sh` with no arguments prints what PyTorch's `print(loss)`
