@@ -4,7 +4,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ce_root"
-if [[ ! -x target/release/cross-entropy-tch ]]; then
+if [[ ! -x "$ce_build_root/target/release/cross-entropy-tch" ]]; then
   echo "run: building in release mode (the first build takes a few minutes)" >&2
 fi
-exec cargo run --release --quiet -- "$@"
+exec cargo run --release --quiet --manifest-path "$ce_manifest" -- "$@"

@@ -7,16 +7,30 @@
 #   right version is not already there. The same venv's Python `torch` is the
 #   reference implementation the parity tests run.
 #
-# The torch version is pinned here and only here; it must match what the
-# `tch` crate in Cargo.toml was built for (see build-notes.md).
+# CE_LIBTORCH picks the libtorch release (default 2.13): each release's
+# torch wheel, venv and tch crate are pinned here and only here (see
+# build-notes.md). 2.13 is Cargo.toml's own tch; for another, scripts/env.sh
+# builds a copy of the crate whose Cargo.toml pins that release's tch.
 set -euo pipefail
 
-TORCH_VERSION="2.13.0"
+# CE_LIBTORCH  torch wheel  venv        tch crate
+#   2.13       2.13.0       .venv       0.26.0
+#   2.11       2.11.0       .venv-2.11  0.24.0
+case "${CE_LIBTORCH:-2.13}" in
+  2.13) TORCH_VERSION="2.13.0" VENV_NAME=".venv" TCH_VERSION="0.26.0" ;;
+  2.11) TORCH_VERSION="2.11.0" VENV_NAME=".venv-2.11" TCH_VERSION="0.24.0" ;;
+  *) echo "setup: CE_LIBTORCH=$CE_LIBTORCH is not a supported libtorch release (2.13 or 2.11)" >&2; exit 1 ;;
+esac
+# scripts/env.sh asks for the pins: `setup.sh --pins` prints them and stops.
+if [[ "${1:-}" == "--pins" ]]; then
+  echo "$TORCH_VERSION $VENV_NAME $TCH_VERSION"
+  exit 0
+fi
 # Python packages the tests need beside torch (checkpoints PyTorch can read).
 EXTRA_PACKAGES=(safetensors numpy)
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="$root/.venv"
+venv="$root/$VENV_NAME"
 
 die() { echo "setup: $*" >&2; exit 1; }
 
@@ -45,7 +59,7 @@ fi
 have="$(installed_version)"
 if [[ "$have" != "$TORCH_VERSION" && "$have" != "$TORCH_VERSION+"* ]]; then
   if [[ -n "$have" ]]; then
-    die "found torch $have in $venv but tch 0.26 needs torch $TORCH_VERSION; remove $venv and run again"
+    die "found torch $have in $venv but tch $TCH_VERSION needs torch $TORCH_VERSION; remove $venv and run again"
   fi
   echo "setup: installing torch==$TORCH_VERSION into $venv (about 4.7 GB with its CUDA libraries)" >&2
   "$vpy" -m pip install --disable-pip-version-check -q "torch==$TORCH_VERSION" "${EXTRA_PACKAGES[@]}" >&2 \

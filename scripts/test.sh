@@ -6,6 +6,15 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ce_root"
+if [[ "$ce_manifest" != "$ce_root/Cargo.toml" ]]; then
+  # Another libtorch release (CE_LIBTORCH, see setup.sh): the same sources
+  # built against it, and the tests that compare with that release's
+  # PyTorch and drive the binary (the rest is the same code as the default
+  # build's, which the full run below covers).
+  echo "== cargo test --release for libtorch $ce_torch (tch $ce_tch)" >&2
+  exec cargo test --release --manifest-path "$ce_manifest" \
+    --test parity --test cli --test train --test rng --test link --test examples "$@"
+fi
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings" >&2

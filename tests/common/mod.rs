@@ -146,10 +146,13 @@ pub fn reference_python() -> Option<PathBuf> {
     let reason = match check {
         Ok(out) if out.status.success() => {
             let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if version.starts_with("2.13.0") {
+            // The PyTorch of the libtorch this build links (the venv of
+            // CE_LIBTORCH's release, see scripts/setup.sh).
+            let wanted = cross_entropy_tch::LIBTORCH_VERSION;
+            if version.split('+').next() == Some(wanted) {
                 return Some(python);
             }
-            format!("{} has torch {version}, not 2.13.0", python.display())
+            format!("{} has torch {version}, not {wanted}", python.display())
         }
         Ok(out) => format!(
             "{} cannot import torch: {}",
