@@ -15,7 +15,9 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUST = os.path.join(ROOT, "target", "release", "cross-entropy-tch")
+# The binary to time: this tree's release build, or $CE_BENCH_RUST (the
+# GPU check runs a binary built elsewhere).
+RUST = os.environ.get("CE_BENCH_RUST") or os.path.join(ROOT, "target", "release", "cross-entropy-tch")
 CANDLE = os.path.join(ROOT, "target", "release", "candle-step")
 REFERENCE = [sys.executable, os.path.join(ROOT, "scripts", "reference.py")]
 
@@ -54,11 +56,17 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="1 rep, seed shape only")
+    p.add_argument("--cuda-only", action="store_true",
+                   help="the CUDA rows only (the GPU check), no CPU, optimizer or train rows")
     args = p.parse_args()
     import torch
 
     default_threads = torch.get_num_threads()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if args.cuda_only:
+        devices = devices[1:]
+        if not devices:
+            sys.exit("bench: --cuda-only, but torch sees no GPU")
     reps = 1 if args.quick else args.reps
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"default threads {default_threads}, {reps} runs each, interleaved; medians")
@@ -112,9 +120,10 @@ def main():
         cells = [r[0], str(r[1]), r[2], f"{r[3]:.1f}", f"{r[4]:.1f}", f"{r[5]:.2f}",
                  f"{r[6]:.0f}", f"{r[7]:.0f}", r[8]]
         print("  ".join(c.ljust(w) for c, w in zip(cells, widths)))
-    optimizer_rows(reps)
-    training_rows(reps, args.quick)
-    timer_check()
+    if not args.cuda_only:
+        optimizer_rows(reps)
+        training_rows(reps, args.quick)
+        timer_check()
     for name, (manual, autograd, gemm) in ratios.items():
         extra = f"; rust step / its GEMMs alone: {gemm:.2f}" if gemm == gemm else ""
         print(f"ratio pytorch/rust {name}: {manual:.2f} (manual backward; autograd: {autograd:.2f}{extra})")
