@@ -8,6 +8,8 @@ use cli::config::UsageError;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before any other thread: SIGINT/SIGTERM end the run cleanly (130, 143).
+    cli::signals::install();
     // A bug of ours should still read as one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
         let payload = info.payload();

@@ -2,8 +2,8 @@
 //! flags: definitions ([`args`]), from flags to configs and inputs
 //! ([`config`]), the commands ([`run`]); and what they show: text for
 //! people ([`text`], [`progress`], [`plot`]), documents for programs
-//! ([`report`]), files written whole ([`output_file`]), and the timed loop of
-//! `bench` ([`bench`]).
+//! ([`report`]), files written whole ([`output_file`]) and never left half
+//! written by Ctrl-C ([`signals`]), and the timed loop of `bench` ([`bench`]).
 
 pub mod args;
 pub mod bench;
@@ -13,4 +13,5 @@ pub mod plot;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod signals;
 pub mod text;

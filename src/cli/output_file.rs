@@ -1,6 +1,7 @@
 //! Output files written all at once: a temporary file next to the final
 //! path, renamed into place, so nobody ever sees half a file.
 
+use super::signals;
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -32,9 +33,12 @@ impl AtomicFile {
             .to_string_lossy();
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        std::fs::File::create(&tmp)
-            .with_context(|| format!("{flag} {shown}: cannot write in {}", dir.display()))?;
+        signals::track(&tmp);
+        let probe = std::fs::File::create(&tmp)
+            .with_context(|| format!("{flag} {shown}: cannot write in {}", dir.display()));
         let _ = std::fs::remove_file(&tmp);
+        signals::untrack(&tmp);
+        probe?;
         Ok(AtomicFile { path: path.to_path_buf(), tmp, committed: false })
     }
 
@@ -51,15 +55,18 @@ impl AtomicFile {
     /// last whole, by rename, so the path always holds a complete file.
     pub fn replace(&self, bytes: &[u8]) -> Result<()> {
         let shown = self.path.display().to_string();
+        signals::track(&self.tmp);
         let written = (|| -> std::io::Result<()> {
             let mut f = std::fs::File::create(&self.tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
+            commit_pause();
             std::fs::rename(&self.tmp, &self.path)
         })();
         if written.is_err() {
             let _ = std::fs::remove_file(&self.tmp);
         }
+        signals::untrack(&self.tmp);
         written.with_context(|| format!("writing {shown}"))
     }
 
@@ -73,5 +80,16 @@ impl Drop for AtomicFile {
         if !self.committed {
             let _ = std::fs::remove_file(&self.tmp);
         }
+    }
+}
+
+/// A test hook: `CE_COMMIT_PAUSE_MS=N` waits N ms between writing a
+/// temporary file and renaming it, so that a test can send a signal inside
+/// that window (`tests/signals.rs`). Unset, it costs one cached lookup.
+fn commit_pause() {
+    static PAUSE: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let pause = PAUSE.get_or_init(|| std::env::var("CE_COMMIT_PAUSE_MS").ok()?.parse().ok());
+    if let Some(ms) = pause {
+        std::thread::sleep(std::time::Duration::from_millis(*ms));
     }
 }
