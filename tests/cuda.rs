@@ -39,6 +39,8 @@ fn assert_close_runs(cpu: &ExampleRun, gpu: &ExampleRun) {
         let d = max_abs_diff(a, b);
         assert!(d <= 1e-5, "{what}: CUDA differs from CPU by {d:e}");
     }
+    assert_eq!(cpu.losses.len(), gpu.losses.len(), "one loss per step on both");
+    assert!(!cpu.losses.is_empty(), "no step ran");
     for (step, (a, b)) in cpu.losses.iter().zip(&gpu.losses).enumerate() {
         assert!(
             (a - b).abs() <= 1e-5 * a.abs().max(1.0),
@@ -142,6 +144,8 @@ fn training_on_cuda_matches_cpu_within_1e_4() {
         let data = Dataset::bundled(which).unwrap();
         let cpu = train(&data, &config, Device::Cpu, None, |_| {}).unwrap();
         let gpu = train(&data, &config, Device::Cuda(0), None, |_| {}).unwrap();
+        assert_eq!(cpu.epochs.len(), gpu.epochs.len(), "{which}: epochs on both");
+        assert_eq!(cpu.epochs.len(), config.epochs, "{which}: every epoch ran");
         for (a, b) in cpu.epochs.iter().zip(&gpu.epochs) {
             for (x, y) in [(a.train_loss, b.train_loss), (a.test_loss, b.test_loss)] {
                 assert!((x - y).abs() <= 1e-4, "{which}: epoch {}: cpu {x}, cuda {y}", a.epoch);

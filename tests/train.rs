@@ -427,7 +427,12 @@ fn a_csv_file_with_crlf_and_a_header_trains_like_the_bundled_set() {
 
 #[test]
 fn train_writes_the_plot_the_csv_and_the_checkpoint() {
-    let (plot, csv, ck) = (tmp("curves.svg"), tmp("metrics.csv"), tmp("model.safetensors"));
+    // Its own folder: the check for stray temporary files below must not
+    // see other tests' files, written in parallel.
+    let own = tmp("outputs");
+    std::fs::create_dir_all(&own).unwrap();
+    let (plot, csv, ck) =
+        (own.join("curves.svg"), own.join("metrics.csv"), own.join("model.safetensors"));
     for p in [&plot, &csv, &ck] {
         let _ = std::fs::remove_file(p);
     }
