@@ -15,10 +15,11 @@ ce_build_root="$ce_root"
 if [[ "$ce_tch" != "$(sed -n 's/^tch = "=\(.*\)"$/\1/p' "$ce_root/Cargo.toml")" ]]; then
   ce_build_root="$ce_root/target/libtorch-${CE_LIBTORCH}"
   mkdir -p "$ce_build_root"
-  for entry in build.rs csrc src tests examples benches data docs scripts README.md; do
+  for entry in build.rs csrc src tests examples benches data docs scripts fuzz README.md; do
     ln -sfn "$ce_root/$entry" "$ce_build_root/$entry"
   done
   ln -sfn "$ce_root/$ce_venv" "$ce_build_root/.venv"
+  ln -sfn "$ce_root/$ce_venv" "$ce_build_root/$ce_venv"
   sed -e "s/^tch = \"=.*\"$/tch = \"=$ce_tch\"/" \
       -e "s/^torch-sys = \"=.*\"$/torch-sys = \"=$ce_tch\"/" \
       "$ce_root/Cargo.toml" > "$ce_build_root/Cargo.toml.new"
