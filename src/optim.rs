@@ -451,17 +451,23 @@ impl Optimizer {
                 }
             }
         }
-        let get = |p: &ParamState, name: &str| -> Option<Tensor> {
-            p.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone())
-        };
+        let failed = |e: TchError| OptimizerError::State(e.to_string());
         let device = params.first().map(|p| p.device());
-        let to = |t: Tensor| -> Result<Tensor, OptimizerError> {
+        // The buffer `name` of `p`, on the parameters' device, or None.
+        let fetch = |p: &ParamState, name: &str| -> Result<Option<Tensor>, OptimizerError> {
+            let Some((_, t)) = p.tensors.iter().find(|(n, _)| n == name) else {
+                return Ok(None);
+            };
             let t = match device {
                 Some(d) => t.f_to_device(d),
-                None => Ok(t),
+                None => Ok(t.shallow_clone()),
             };
-            t.and_then(|t| t.f_to_kind(tch::Kind::Float))
-                .map_err(|e| OptimizerError::State(e.to_string()))
+            t.and_then(|t| t.f_to_kind(tch::Kind::Float)).map(Some).map_err(failed)
+        };
+        // A buffer PyTorch makes at the first step: zeros if not saved.
+        let or_zeros = |t: Option<Tensor>, like: &Tensor| match t {
+            Some(t) => Ok(t),
+            None => like.f_zeros_like().map_err(failed),
         };
         match self {
             Optimizer::Tch(o, lr) => {
@@ -470,21 +476,17 @@ impl Optimizer {
             }
             Optimizer::Sgd(o) => {
                 for (s, p) in o.states.iter_mut().zip(&state.params) {
-                    s.momentum_buffer = get(p, "momentum_buffer").map(to).transpose()?;
+                    s.momentum_buffer = fetch(p, "momentum_buffer")?;
                 }
                 (o.lr, o.momentum) = (state.lr, state.momentum);
             }
             Optimizer::Adam(a) => {
                 for (s, p) in a.states.iter_mut().zip(&state.params) {
                     s.step = p.step.unwrap_or(0.0);
-                    let zeros =
-                        || s.param.f_zeros_like().map_err(|e| OptimizerError::State(e.to_string()));
-                    s.exp_avg = get(p, "exp_avg").map(to).transpose()?.map_or_else(zeros, Ok)?;
-                    s.exp_avg_sq =
-                        get(p, "exp_avg_sq").map(to).transpose()?.map_or_else(zeros, Ok)?;
+                    s.exp_avg = or_zeros(fetch(p, "exp_avg")?, &s.param)?;
+                    s.exp_avg_sq = or_zeros(fetch(p, "exp_avg_sq")?, &s.param)?;
                     if s.max_exp_avg_sq.is_some() {
-                        let max = get(p, "max_exp_avg_sq").map(to).transpose()?;
-                        s.max_exp_avg_sq = Some(max.map_or_else(zeros, Ok)?);
+                        s.max_exp_avg_sq = Some(or_zeros(fetch(p, "max_exp_avg_sq")?, &s.param)?);
                     }
                 }
                 (a.lr, a.betas.0) = (state.lr, state.momentum);
@@ -492,15 +494,11 @@ impl Optimizer {
             Optimizer::RmsProp(r) => {
                 for (s, p) in r.states.iter_mut().zip(&state.params) {
                     s.step = p.step.unwrap_or(0.0) as u64;
-                    let zeros =
-                        || s.param.f_zeros_like().map_err(|e| OptimizerError::State(e.to_string()));
-                    s.square_avg =
-                        get(p, "square_avg").map(to).transpose()?.map_or_else(zeros, Ok)?;
+                    s.square_avg = or_zeros(fetch(p, "square_avg")?, &s.param)?;
                     if s.grad_avg.is_some() {
-                        s.grad_avg =
-                            Some(get(p, "grad_avg").map(to).transpose()?.map_or_else(zeros, Ok)?);
+                        s.grad_avg = Some(or_zeros(fetch(p, "grad_avg")?, &s.param)?);
                     }
-                    s.momentum_buffer = get(p, "momentum_buffer").map(to).transpose()?;
+                    s.momentum_buffer = fetch(p, "momentum_buffer")?;
                 }
                 (r.lr, r.momentum) = (state.lr, state.momentum);
             }

@@ -400,40 +400,25 @@ impl Scheduler {
         config: SchedulerConfig,
         optimizer: &mut Optimizer,
     ) -> Result<Scheduler, ScheduleError> {
-        config.check()?;
         let lr = optimizer.lr();
-        let state = match &config {
-            SchedulerConfig::OneCycle {
-                max_lr, total_steps, div_factor, final_div_factor, ..
-            } => {
-                let Some(total_steps) = *total_steps else {
-                    return Err(ScheduleError { what: "total_steps", rule: "given" });
-                };
-                let initial = max_lr / div_factor;
-                let lrs = (initial, *max_lr, initial / final_div_factor);
-                State::OneCycle(OneCycle { config, total_steps, lrs, last_epoch: -1 })
-            }
-            SchedulerConfig::Sequential { schedulers, milestones } => State::Sequential {
-                schedulers: schedulers
-                    .iter()
-                    .map(|c| Chainable { config: c.clone(), base_lr: lr, last_epoch: -1 })
-                    .collect(),
-                milestones: milestones.clone(),
-                last_epoch: 0,
-            },
-            SchedulerConfig::Plateau { mode, .. } => {
-                let best = match mode {
-                    PlateauMode::Min => f64::INFINITY,
-                    PlateauMode::Max => f64::NEG_INFINITY,
-                };
-                let plateau =
-                    Plateau { config, best, num_bad_epochs: 0, cooldown_counter: 0, last_epoch: 0 };
-                // No initial step: ReduceLROnPlateau leaves the lr alone.
-                return Ok(Scheduler { state: State::Plateau(plateau), lr });
-            }
-            _ => State::Chainable(Chainable { config, base_lr: lr, last_epoch: -1 }),
+        // Nothing stepped yet: `last_epoch` -1 (SequentialLR's own and
+        // ReduceLROnPlateau's start at 0), the optimizer's lr as `base_lr`.
+        let (last_epoch, sequence) = match &config {
+            SchedulerConfig::Sequential { schedulers, .. } => (0, schedulers.len()),
+            SchedulerConfig::Plateau { .. } => (0, 0),
+            _ => (-1, 0),
         };
-        let mut s = Scheduler { state, lr };
+        let fresh = SchedulerState {
+            last_epoch,
+            lr,
+            base_lr: lr,
+            schedulers_last_epoch: vec![-1; sequence],
+            ..SchedulerState::default()
+        };
+        let mut s = Scheduler::restore(config, &fresh)?;
+        if matches!(s.state, State::Plateau(_)) {
+            return Ok(s); // no initial step: ReduceLROnPlateau leaves the lr alone
+        }
         // _initial_step(). (SequentialLR's sub-schedulers each took theirs
         // when built; SequentialLR sets the lr back to the initial one and
         // undoes their steps, so only its first scheduler's counts.)

@@ -201,8 +201,6 @@ pub struct TrainRun {
     pub epochs: Vec<EpochMetrics>,
     /// On the test split after the last epoch: `[true class][predicted class]`.
     pub confusion: Vec<Vec<i64>>,
-    /// The trained model and its standardization statistics.
-    pub checkpoint: Checkpoint,
     /// Wall time of the epoch loop (steps and per-epoch evaluation).
     pub seconds: f64,
     /// Everything needed to continue the run exactly ([`Start::Resume`]).
@@ -256,6 +254,12 @@ pub struct TrainState {
 }
 
 impl TrainRun {
+    /// The trained model and its standardization statistics (the final
+    /// state's).
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.state.checkpoint
+    }
+
     pub fn last(&self) -> &EpochMetrics {
         self.epochs.last().expect("at least one epoch")
     }
@@ -445,8 +449,16 @@ pub fn train_from(
         }
         if let Some(c) = &mut checkpointing {
             if epoch % c.every.max(1) == 0 && epoch < config.epochs {
-                let ck = checkpoint_of(&model, &standardizer)?;
-                let st = state_of(epoch, ck, &optimizer, &scheduler, config, data, classes)?;
+                let st = state_of(
+                    epoch,
+                    &model,
+                    &standardizer,
+                    &optimizer,
+                    &scheduler,
+                    config,
+                    data,
+                    classes,
+                )?;
                 (c.save)(&st).map_err(TrainError::Checkpointing)?;
             }
         }
@@ -454,9 +466,16 @@ pub fn train_from(
     let seconds = start.elapsed().as_secs_f64();
 
     let confusion = confusion_matrix(&model, &x_test, &y_test, classes)?;
-    let checkpoint = checkpoint_of(&model, &standardizer)?;
-    let state =
-        state_of(config.epochs, checkpoint.clone(), &optimizer, &scheduler, config, data, classes)?;
+    let state = state_of(
+        config.epochs,
+        &model,
+        &standardizer,
+        &optimizer,
+        &scheduler,
+        config,
+        data,
+        classes,
+    )?;
     Ok(TrainRun {
         config: config.clone(),
         device,
@@ -470,7 +489,6 @@ pub fn train_from(
         },
         epochs,
         confusion,
-        checkpoint,
         seconds,
         state,
         resumed_after: resume.map(|st| st.epoch),
@@ -527,18 +545,12 @@ pub fn check_train(
     Ok(classes)
 }
 
-/// The model's parameters (on the host) and standardization as a checkpoint.
-fn checkpoint_of(
-    model: &Classifier,
-    standardizer: &Option<Standardizer>,
-) -> Result<Checkpoint, TchError> {
-    Checkpoint::of_linears(&model.linears(), standardizer.clone())
-}
-
 /// The run's state after `epoch` epochs (and that epoch's scheduler step).
+#[allow(clippy::too_many_arguments)]
 fn state_of(
     epoch: usize,
-    checkpoint: Checkpoint,
+    model: &Classifier,
+    standardizer: &Option<Standardizer>,
     optimizer: &Optimizer,
     scheduler: &Option<Scheduler>,
     config: &TrainConfig,
@@ -547,7 +559,7 @@ fn state_of(
 ) -> Result<TrainState, TrainError> {
     Ok(TrainState {
         epoch,
-        checkpoint,
+        checkpoint: Checkpoint::of_linears(&model.linears(), standardizer.clone())?,
         optimizer_kind: config.optimizer.kind,
         optimizer: optimizer.state()?,
         scheduler: scheduler

@@ -109,7 +109,7 @@ fn run_train(args: &TrainArgs) -> Result<()> {
     }
     if let Some(file) = save {
         written.push(file.path().display().to_string());
-        let bytes = run.checkpoint.to_bytes().context("serializing the checkpoint")?;
+        let bytes = run.checkpoint().to_bytes().context("serializing the checkpoint")?;
         file.commit(&bytes)?;
     }
     if let Some(file) = resume_out {
