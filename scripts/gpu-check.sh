@@ -115,6 +115,9 @@ print(f"cpu: test acc {a['test_accuracy']:.4f} loss {a['test_loss']:.6f}; "
 assert abs(a["test_loss"] - b["test_loss"]) <= 1e-3, "the runs drifted apart"
 PY
 
+section "the default --device auto on a GPU machine"
+check "auto says cuda:0" bash -c "out=\$('$bin' 2>&1); code=\$?; echo \"\$out\"; [[ \$code == 0 ]] && echo \"\$out\" | grep -q 'on cuda:0'"
+
 section "cuda:N out of range"
 check "cuda:7 refused" bash -c "out=\$('$bin' --device cuda:7 2>&1); code=\$?; echo \"\$out\"; [[ \$code == 2 && \$(echo \"\$out\" | wc -l) == 1 ]]"
 
