@@ -25,6 +25,8 @@ enum Input {
     /// A real iris checkpoint from the binary (`--save`), then cut to `keep` bytes.
     IrisCheckpoint(&'static str, Option<usize>),
     Safetensors(&'static str, Vec<(&'static str, safetensors::Dtype, Vec<usize>)>),
+    /// A torch.save file made by PyTorch before the case runs (`write_call_pt`).
+    CallPt(&'static str),
 }
 
 struct Case {
@@ -73,6 +75,7 @@ fn write_inputs(dir: &Path, inputs: &[Input]) {
                     std::fs::write(&path, &bytes[..*keep.min(&bytes.len())]).unwrap();
                 }
             }
+            Input::CallPt(_) => {} // written by the test, which has the Python
             Input::Safetensors(name, tensors) => {
                 let data: Vec<Vec<u8>> = tensors
                     .iter()
@@ -529,4 +532,178 @@ fn every_bad_input_gets_one_clear_line() {
     // Past libtest's capture, so the count shows in every log.
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "checked {} bad inputs", cases.len());
+}
+
+/// The guide's "Errors you may see" table, checked verbatim: each row's
+/// input is made here, and the binary's stderr must be the row's message, the
+/// whole line (`…` stands for any text), with the row's status.
+#[test]
+fn the_guides_error_table_is_verbatim() {
+    use safetensors::Dtype::F32;
+    let guide = std::fs::read_to_string(root().join("docs/guide.md")).unwrap();
+    let table = guide
+        .split("| you gave | you get | status |")
+        .nth(1)
+        .expect("the guide has the errors table");
+    let rows: Vec<Vec<String>> = table
+        .lines()
+        .skip(2) // the header's rest and |---|
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| l.trim_matches('|').split(" | ").map(|c| c.trim().to_string()).collect())
+        .collect();
+    assert!(rows.len() >= 20, "only {} rows", rows.len());
+    let iris = |args: &[&'static str]| {
+        let mut a = vec!["train", "--dataset", "iris", "--quiet", "--device", "cpu"];
+        a.extend_from_slice(args);
+        a
+    };
+    let eval = |file: &'static str, data: &'static str| {
+        vec!["eval", "--dataset", data, "--device", "cpu", "--load", file]
+    };
+    let data = |file: &'static str| vec!["train", "--quiet", "--device", "cpu", "--data", file];
+    let gpus = tch::Cuda::device_count();
+    let python = reference_python();
+    // How to make each row's input: (args, input files), one per message.
+    type Recipe = (Vec<&'static str>, Vec<Input>);
+    let recipe = |gave: &str| -> Option<Vec<Recipe>> {
+        Some(match gave {
+            "`--lr nan`" => vec![(vec!["--lr", "nan"], vec![])],
+            "`--classes 1`" => vec![(vec!["--classes", "1"], vec![])],
+            "`--device cuda` without a GPU" if gpus == 0 => {
+                vec![(vec!["--device", "cuda"], vec![])]
+            }
+            "`--device cuda:7` on a 1-GPU machine" if gpus == 1 => {
+                vec![(vec!["--device", "cuda:7"], vec![])]
+            }
+            "`train` with no data" => vec![(vec!["train"], vec![])],
+            "`--class-weights 1,2` on 3 classes" => {
+                vec![(iris(&["--class-weights", "1,2"]), vec![])]
+            }
+            "`--nesterov` alone" => vec![(iris(&["--nesterov"]), vec![])],
+            "`--data missing.csv`" => vec![(data("missing.csv"), vec![])],
+            "a ragged row" => {
+                vec![(data("r.csv"), vec![Input::Text("r.csv", "1,2,0\n3,4,1\n5,6\n")])]
+            }
+            "a non-numeric or NaN cell" => vec![
+                (data("n.csv"), vec![Input::Text("n.csv", "1,2,0\n3,abc,1\n")]),
+                (data("n.csv"), vec![Input::Text("n.csv", "1,2,0\nNaN,4,1\n")]),
+            ],
+            "a bad label" => {
+                vec![(data("neg.csv"), vec![Input::Text("neg.csv", "1,2,1\n3,4,-1\n")])]
+            }
+            "one class only" => {
+                vec![(data("one.csv"), vec![Input::Text("one.csv", "1,2,0\n3,4,0\n")])]
+            }
+            "non-UTF-8 bytes" => {
+                vec![(
+                    data("bin.csv"),
+                    vec![Input::Bytes("bin.csv", b"1,2,0\n3,\xff,1\n".to_vec())],
+                )]
+            }
+            "a truncated checkpoint" => vec![(
+                eval("cut.safetensors", "iris"),
+                vec![Input::IrisCheckpoint("cut.safetensors", Some(100))],
+            )],
+            "a checkpoint with other names" => vec![(
+                eval("names.safetensors", "iris"),
+                vec![Input::Safetensors(
+                    "names.safetensors",
+                    vec![("fc.weight", F32, vec![3, 4]), ("fc.bias", F32, vec![3])],
+                )],
+            )],
+            "a `.pt` that is not a state dict of tensors" if python.is_some() => {
+                vec![(eval("model.pt", "iris"), vec![Input::CallPt("model.pt")])]
+            }
+            "a broken `.pt`" => vec![(
+                eval("model.pt", "iris"),
+                vec![Input::Bytes("model.pt", b"PK\x03\x04archive/data.pkl".to_vec())],
+            )],
+            "an iris model on wine" => vec![(
+                eval("iris.safetensors", "wine"),
+                vec![Input::IrisCheckpoint("iris.safetensors", None)],
+            )],
+            "`--plot no/such/dir/p.svg`" => vec![(iris(&["--plot", "no/such/dir/p.svg"]), vec![])],
+            "`--lr 1e38`" => vec![(iris(&["--lr", "1e38"]), vec![])],
+            _ => return None,
+        })
+    };
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (r, row) in rows.iter().enumerate() {
+        let [gave, get, status] = row.as_slice() else { panic!("row {r}: {row:?}") };
+        let messages: Vec<&str> = get.split('`').skip(1).step_by(2).collect();
+        let Some(recipes) = recipe(gave) else {
+            // Only the device rows (and the .pt one without PyTorch to
+            // make the file, outside CI) may go unchecked here.
+            assert!(
+                gave.contains("--device cuda") || (gave.contains(".pt") && !is_ci()),
+                "no recipe for the table's row {gave}"
+            );
+            skip(&format!("the errors table's row {gave}: not this machine's case"));
+            continue;
+        };
+        assert_eq!(recipes.len(), messages.len(), "{gave}: one input per message");
+        for (i, ((args, inputs), want)) in recipes.into_iter().zip(messages).enumerate() {
+            let dir = case_dir(&format!("table{r:02}-{i}"));
+            if inputs.iter().any(|x| matches!(x, Input::CallPt(_))) {
+                write_call_pt(python.as_ref().unwrap(), &dir.join("model.pt"));
+            }
+            write_inputs(&dir, &inputs);
+            let out = bin().args(&args).current_dir(&dir).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let line = stderr.strip_suffix('\n').unwrap_or(&stderr);
+            let code = out.status.code().map(|c| c.to_string());
+            if code.as_deref() != Some(status.as_str()) || !matches_pattern(line, want) {
+                failures.push(format!(
+                    "{gave}: status {code:?} (table: {status})\n  got:   {line}\n  table: {want}"
+                ));
+            }
+            checked += 1;
+        }
+    }
+    assert!(failures.is_empty(), "the table is not what the binary says:\n{}", failures.join("\n"));
+    assert!(checked >= 19, "only {checked} messages checked");
+}
+
+/// `line` is `pattern`, where each `…` in the pattern stands for any text.
+fn matches_pattern(line: &str, pattern: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('…').collect();
+    if parts.len() == 1 {
+        return line == pattern;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    let Some(mut rest) = line.strip_prefix(first) else { return false };
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last) && rest.len() >= last.len()
+}
+
+/// A torch.save file whose `linear.weight` is a call of os.system: what
+/// `--load` must refuse without running it.
+fn write_call_pt(python: &Path, path: &Path) {
+    let script = format!(
+        "import os, torch\n\
+         class Call:\n    def __reduce__(self): return (os.system, ('true',))\n\
+         torch.save({{'linear.weight': Call(), 'linear.bias': torch.zeros(3)}}, {path:?})\n",
+        path = path.to_str().unwrap()
+    );
+    let out = std::process::Command::new(python).args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_pattern_matcher_matches_only_what_it_should() {
+    assert!(matches_pattern("error: a (b)", "error: a (b)"));
+    assert!(!matches_pattern("error: a (b) x", "error: a (b)"));
+    assert!(matches_pattern("error: x: not valid (deep cause)", "error: x: not valid (…)"));
+    assert!(!matches_pattern("error: x: not valid (deep cause", "error: x: not valid (…)"));
+    assert!(matches_pattern(
+        "error: --data n.csv: line 2, column 1: 'NaN' is not a finite number",
+        "… 'NaN' is not a finite number"
+    ));
+    assert!(!matches_pattern("error: 'NaN' is a number", "… 'NaN' is not a finite number"));
 }
