@@ -14,9 +14,13 @@ pub use tch::Reduction;
 /// (computed in f32) followed by `nll_loss` with mean reduction: for `(N, C)`
 /// f32 logits the very ops, in the same order, that PyTorch's
 /// `F.cross_entropy` runs, so the value and its gradient are bit-for-bit
-/// PyTorch's. It is *not* PyTorch's loss for `(N, C, d1, ...)` logits
-/// (PyTorch's class dim is 1, not the last), nor for f64 logits (it computes
-/// in f32), and it has none of the options: use [`CrossEntropyLoss`] there.
+/// PyTorch's. It is *not* PyTorch's loss for f64 logits (it computes in
+/// f32), it has none of the options, and `(N, C, d1, ...)` logits are
+/// refused: use [`CrossEntropyLoss`] there.
+///
+/// # Panics
+/// On logits of 3 or more dims (libtorch's `nll_loss`: "input tensor should
+/// be 1D or 2D"), and on targets that do not fit, as tch's call does.
 pub fn cross_entropy(outputs: &Tensor, targets: &Tensor) -> Tensor {
     outputs.cross_entropy_for_logits(targets)
 }

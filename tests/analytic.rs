@@ -268,7 +268,7 @@ fn seed_flow_matches_the_oracle() {
             for (k, &v) in row.iter().enumerate() {
                 let by_hand: f64 =
                     b[k] as f64 + x[i].iter().zip(&w[k]).map(|(a, b)| a * b).sum::<f64>();
-                assert_close(v, by_hand, 1e-5, 1.0, &format!("outputs[{i}][{k}]"));
+                assert_close(v, by_hand, 1e-6, 1.0, &format!("outputs[{i}][{k}]"));
             }
         }
         // dL/dW = G^T X, dL/db = sum_i G_i, with G = (softmax - onehot) / N.
@@ -277,7 +277,7 @@ fn seed_flow_matches_the_oracle() {
         for (k, gw_row) in gw.iter().enumerate() {
             for (j, &v) in gw_row.iter().enumerate() {
                 let by_hand: f64 = g.iter().zip(&x).map(|(gi, xi)| gi[k] * xi[j]).sum();
-                assert_close(v, by_hand, 1e-5, 1.0, &format!("grad.weight[{k}][{j}]"));
+                assert_close(v, by_hand, 1e-6, 1.0, &format!("grad.weight[{k}][{j}]"));
             }
         }
         // The initial parameters lie in PyTorch's nn.Linear bounds.

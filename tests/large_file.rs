@@ -55,5 +55,10 @@ fn a_large_csv_costs_a_few_times_its_size() {
         big >> 20,
         file >> 20
     );
-    assert!(growth < 5.0, "peak memory grew by {growth:.2}x the file size");
+    // What the growth holds, per byte of this CSV (about 7.7 bytes per value):
+    // the features once as f64 (1.05x), their f32 tensor (0.5x), the
+    // standardized train and test splits (0.5x together), the labels as i64
+    // (0.1x): 2.2x, plus the allocator's slack. Measured 2.4x and 2.51x;
+    // 2.75x is that with 10% to spare. A second f64 copy would be 3.5x.
+    assert!(growth < 2.75, "peak memory grew by {growth:.2}x the file size");
 }

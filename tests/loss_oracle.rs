@@ -84,9 +84,17 @@ fn check(case: &Case, what: &str) {
             assert_close(*a, *b, REL, 1.0, &format!("{what}: loss[{i}]"));
         }
     }
+    assert_eq!(grad.len(), want_grad.len(), "{what}: gradient shape");
     for (i, (a, b)) in grad.iter().zip(&want_grad).enumerate() {
         if b.is_finite() {
             assert!((a - b).abs() <= REL, "{what}: grad[{i}] = {a}, oracle {b}");
+        } else {
+            // NaN where PyTorch's gradient is NaN (a mean over zero total
+            // weight), never skipped.
+            assert!(
+                a.is_nan() == b.is_nan() && (b.is_nan() || a == b),
+                "{what}: grad[{i}] = {a}, oracle {b}"
+            );
         }
     }
 }
@@ -380,6 +388,28 @@ fn the_seed_path_differs_where_documented() {
     )
     .0[0];
     assert_close(full, oracle_value, REL, 1.0, "K-dim");
+    // By hand, PyTorch's class dim 1: columns (0, 2, 4) with target 0 and
+    // (1, 3, 5) with target 2: lse(0, 2, 4) - 0 and lse(1, 3, 5) - 5.
+    let lse = |v: [f64; 3]| v.iter().map(|x| x.exp()).sum::<f64>().ln();
+    let by_hand = (lse([0.0, 2.0, 4.0]) + lse([1.0, 3.0, 5.0]) - 5.0) / 2.0;
+    assert_close(full, by_hand, REL, 1.0, "K-dim by hand");
+    // The seed's cross_entropy_for_logits on the same tensors does not give
+    // another number: its nll_loss (not nll_loss_nd) refuses 3-D input, and
+    // tch has no f_ form of the call, so it panics.
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cross_entropy(&x, &t)));
+    let payload = caught.expect_err("cross_entropy_for_logits accepted (N, C, d1) logits");
+    let message = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    assert!(message.contains("input tensor should be 1D or 2D"), "{message}");
+    // Unbatched (C) logits: the last dim is the class dim, so it agrees.
+    let x1 = Tensor::from_slice(&[0.5f32, -1.0, 2.0]);
+    let t0 = Tensor::from_slice(&[2i64]).view([] as [i64; 0]);
+    let seed = x1.cross_entropy_for_logits(&t0).double_value(&[]);
+    let full1 = CrossEntropyLoss::new().forward(&x1, &t0).double_value(&[]);
+    assert_eq!(seed.to_bits(), full1.to_bits(), "unbatched");
     // f64 logits: cross_entropy_for_logits computes in f32, we keep f64.
     let x64 = Tensor::from_slice(&[0.1f64, 0.2, 0.3]).view([1, 3]);
     let t1 = Tensor::from_slice(&[1i64]);

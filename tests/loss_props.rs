@@ -1,8 +1,8 @@
 //! Property tests of `CrossEntropyLoss` (proptest): random shapes, class
 //! counts, logits (ordinary, ±1e4, ±1e30, subnormal), weights, ignore_index,
 //! label smoothing, reductions and target kinds. Valid inputs give the f64
-//! oracle's value within 1e-5 relative (to max(|value|, 1), see
-//! loss_oracle.rs for why the floor), or NaN where PyTorch defines NaN;
+//! oracle's value within 2e-6 relative (to max(|value|, 1); loss_oracle.rs
+//! gives the reason for both the bound and the floor), or NaN where PyTorch defines NaN;
 //! `f_forward` never panics on any input, valid or not.
 
 mod common;
@@ -131,7 +131,7 @@ proptest! {
             if b.is_nan() {
                 prop_assert!(a.is_nan(), "got {}, PyTorch semantics say NaN", a);
             } else {
-                let tol = 1e-5 * b.abs().max(1.0);
+                let tol = 2e-6 * b.abs().max(1.0);
                 prop_assert!((a - b).abs() <= tol, "got {:e}, oracle {:e}", a, b);
             }
         }

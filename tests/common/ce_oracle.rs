@@ -9,7 +9,11 @@
 //!
 //! Then `dl/dx_j = (Σ_c a_c)·p_j − a_j`. `Mean` divides by `Σ w_y` over the
 //! non-ignored elements (index targets) or by the element count
-//! (probability targets).
+//! (probability targets). When that sum is 0, PyTorch's loss is NaN and so is
+//! the gradient of every element that is not ignored (its backward divides
+//! `w_y` by the total weight, 0/0), while an ignored element's gradient stays
+//! 0 (checked against torch 2.13 for all-ignored and zero-weight batches,
+//! with and without smoothing).
 
 #![allow(dead_code)]
 
@@ -52,6 +56,7 @@ pub fn oracle(input: &[f64], shape: &[usize], target: &Target, o: &Opts) -> (Vec
     let mut losses = Vec::with_capacity(n * s);
     let mut grad = vec![0.0; input.len()];
     let mut denom = 0.0;
+    let mut ignored = vec![false; n * s];
     for ni in 0..n {
         for si in 0..s {
             let x: Vec<f64> = (0..c).map(|k| input[at(ni, k, si)]).collect();
@@ -63,6 +68,7 @@ pub fn oracle(input: &[f64], shape: &[usize], target: &Target, o: &Opts) -> (Vec
                 Target::Index(t) => {
                     let y = t[ni * s + si];
                     if y == o.ignore_index {
+                        ignored[ni * s + si] = true;
                         vec![0.0; c]
                     } else {
                         let y = y as usize;
@@ -96,8 +102,13 @@ pub fn oracle(input: &[f64], shape: &[usize], target: &Target, o: &Opts) -> (Vec
             // A zero denominator (all ignored, zero total weight, empty
             // batch) gives NaN, as in PyTorch, even where smoothing makes the
             // numerator non-zero: PyTorch adds (1 − ε)·(0/0) = NaN to it.
-            let loss = if denom == 0.0 { f64::NAN } else { losses.iter().sum::<f64>() / denom };
-            (vec![loss], grad.iter().map(|g| g / denom).collect())
+            if denom == 0.0 {
+                let grad = (0..input.len())
+                    .map(|i| if ignored[(i / (c * s)) * s + i % s] { 0.0 } else { f64::NAN })
+                    .collect();
+                return (vec![f64::NAN], grad);
+            }
+            (vec![losses.iter().sum::<f64>() / denom], grad.iter().map(|g| g / denom).collect())
         }
     }
 }
