@@ -206,6 +206,8 @@ fn a_closed_stdout_ends_the_run_quietly() {
     for args in [
         &["train", "--dataset", "iris", "--quiet", "--device", "cpu", "--epochs", "5"][..],
         &["--steps", "50", "--device", "cpu"][..],
+        &["--device", "cpu", "--json"][..],
+        &["train", "--dataset", "iris", "--quiet", "--device", "cpu", "--json"][..],
         &["--help"][..],
     ] {
         let mut child = bin()

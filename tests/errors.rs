@@ -707,3 +707,47 @@ fn the_pattern_matcher_matches_only_what_it_should() {
     ));
     assert!(!matches_pattern("error: 'NaN' is a number", "… 'NaN' is not a finite number"));
 }
+
+/// "An unwritable output path fails before training starts": a run that
+/// would train for minutes (digits, 100000 epochs) ends within a second of
+/// the binary's own start-up (the time `--version` takes, libtorch's loading
+/// included), for each output flag, with one line, status 1 and no file.
+#[test]
+fn unwritable_outputs_fail_within_a_second() {
+    use std::time::{Duration, Instant};
+    let start = Instant::now();
+    assert!(bin().arg("--version").output().unwrap().status.success());
+    let startup = start.elapsed();
+    let dir = case_dir("unwritable");
+    std::fs::create_dir_all(dir.join("a-directory")).unwrap();
+    for flag in ["--save", "--checkpoint", "--metrics-csv", "--plot"] {
+        for target in ["no/such/dir/out", "a-directory"] {
+            let args = [
+                "train",
+                "--dataset",
+                "digits",
+                "--epochs",
+                "100000",
+                "--quiet",
+                "--device",
+                "cpu",
+                flag,
+                target,
+            ];
+            let before = listing(&dir);
+            let start = Instant::now();
+            let out = bin().args(args).current_dir(&dir).output().unwrap();
+            let took = start.elapsed();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{flag} {target}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{flag} {target}: {stderr}");
+            assert!(stderr.starts_with(&format!("error: {flag} {target}: ")), "{stderr}");
+            assert!(out.stdout.is_empty(), "{flag} {target}: training began");
+            assert_eq!(listing(&dir), before, "{flag} {target}: a file was left");
+            assert!(
+                took < startup + Duration::from_secs(1),
+                "{flag} {target}: failed after {took:?} (start-up {startup:?})"
+            );
+        }
+    }
+}

@@ -50,4 +50,9 @@ fn runs_without_ld_library_path() {
     // `bin()` removes LD_LIBRARY_PATH from the child's environment.
     let out = bin().args(["--device", "cpu", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // It ran libtorch, not just started: the run's JSON, with its loss.
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the run's JSON");
+    assert_eq!(doc["torch_version"], cross_entropy_tch::LIBTORCH_VERSION);
+    let loss = doc["losses"][0].as_f64().expect("a loss");
+    assert!(loss.is_finite() && loss > 0.0, "loss {loss}");
 }

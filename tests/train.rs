@@ -491,10 +491,15 @@ fn train_writes_the_plot_the_csv_and_the_checkpoint() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
-    // --quiet: no progress.
+    // --quiet: no progress, but the report.
     let out =
         run_bin(&["train", "--dataset", "iris", "--epochs", "5", "--quiet", "--device", "cpu"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for what in ["training:  5 epochs", "final:     train loss", "confusion matrix"] {
+        assert!(stdout.contains(what), "no '{what}' in:\n{stdout}");
+    }
 }
 
 #[test]
@@ -548,24 +553,49 @@ fn train_errors_are_one_line_and_nothing_is_written() {
     assert!(!plot.exists(), "a diverged run must not leave its plot");
 }
 
+/// `kill -9` during the final writes: no handler runs, so the write it stops
+/// leaves its hidden `.NAME.tmp-PID`, but an output path never holds a cut
+/// file: each is whole or absent. Each write is held open 400 ms (the
+/// CE_COMMIT_PAUSE_MS hook) so the kills land inside them; a direct write of
+/// the outputs fails this test (tried).
 #[test]
-fn an_interrupted_run_leaves_no_file() {
-    let dir = tmp("interrupted");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut child = bin()
-        .args(["train", "--dataset", "digits", "--epochs", "1000000", "--quiet", "--device", "cpu"])
-        .args(["--save", "m.safetensors", "--plot", "p.svg", "--metrics-csv", "m.csv"])
-        .current_dir(&dir)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(2500));
-    assert!(child.try_wait().unwrap().is_none(), "the run ended before it was interrupted");
-    child.kill().unwrap(); // SIGKILL: no handler, no cleanup
-    child.wait().unwrap();
-    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+fn a_killed_run_never_leaves_a_cut_output() {
+    let dir = tmp("killed-final-writes");
+    let mut inside_a_write = 0;
+    for delay_ms in [400u64, 700, 1000, 1300, 1600, 1900] {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut child = bin()
+            .args(["train", "--dataset", "iris", "--epochs", "20", "--quiet", "--device", "cpu"])
+            .args(["--save", "m.safetensors", "--plot", "p.svg", "--metrics-csv", "m.csv"])
+            .env("CE_COMMIT_PAUSE_MS", "400")
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL: no handler, no cleanup
+        child.wait().unwrap();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().to_string();
+            match name.as_str() {
+                "m.safetensors" => {
+                    Checkpoint::read(&dir.join(&name)).expect("a whole --save file");
+                }
+                "p.svg" => {
+                    let svg = std::fs::read_to_string(dir.join(&name)).unwrap();
+                    assert!(svg.trim_end().ends_with("</svg>"), "a cut plot");
+                }
+                "m.csv" => {
+                    let csv = std::fs::read_to_string(dir.join(&name)).unwrap();
+                    assert_eq!(csv.lines().count(), 21, "a cut metrics file");
+                }
+                other if other.contains(".tmp-") => inside_a_write += 1,
+                other => panic!("killed after {delay_ms} ms: an unexpected file {other}"),
+            }
+        }
+    }
+    assert!(inside_a_write >= 2, "only {inside_a_write} kills landed inside a write");
 }
 
 /// Epochs `from..` of a run's `--json` against a resumed run's, all of them
@@ -731,20 +761,32 @@ fn a_killed_run_resumes_exactly() {
     // stray temporary files must not see.
     let dir = tmp("killed-runs");
     std::fs::create_dir_all(&dir).unwrap();
-    for (k, delay_ms) in [150u64, 400, 700, 1000].into_iter().enumerate() {
+    // Each checkpoint write is held open 60 ms (the CE_COMMIT_PAUSE_MS hook,
+    // between writing the temporary file and renaming it), so most of the
+    // killed runs' time is spent inside a write, and kills land there too:
+    // a direct write of the checkpoint would leave a cut file that
+    // --resume cannot read (tried: the test then fails).
+    let mut inside_a_write = 0;
+    for (k, delay_ms) in [150u64, 400, 700, 1000, 1300, 1600].into_iter().enumerate() {
         let ck = dir.join(format!("killed-{k}.safetensors"));
         let _ = std::fs::remove_file(&ck);
         let mut child = bin()
             .args(flags)
             .args(["--checkpoint", ck.to_str().unwrap(), "--checkpoint-every", "1"])
+            .env("CE_COMMIT_PAUSE_MS", "60")
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
+        let tmp_file = dir.join(format!(".killed-{k}.safetensors.tmp-{}", child.id()));
+        if tmp_file.exists() {
+            inside_a_write += 1; // nothing can remove it after a SIGKILL
+            std::fs::remove_file(&tmp_file).unwrap();
+        }
         if !ck.exists() {
-            continue; // killed before the first epoch ended
+            continue; // killed before the first epoch's checkpoint was whole
         }
         // Whatever the moment, the file is a whole resume checkpoint.
         let st = cross_entropy_tch::resume::read(&ck).expect("a complete resume checkpoint");
@@ -759,6 +801,7 @@ fn a_killed_run_resumes_exactly() {
         resumed_runs += 1;
     }
     assert!(resumed_runs >= 2, "only {resumed_runs} kill points fell inside the run");
+    assert!(inside_a_write >= 1, "no kill landed inside a checkpoint write");
 }
 
 #[test]

@@ -21,11 +21,14 @@ pub fn run(cli: &Cli) -> Result<()> {
     }
 }
 
-/// Writes one JSON document and a newline to stdout.
+/// Writes one JSON document and a newline to stdout. Serialized first: a
+/// write error inside `serde_json::to_writer` would hide its `io::Error`
+/// from the error chain, and a closed stdout (`| head`) would then be
+/// reported instead of ending the run quietly.
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, value).context("writing the JSON to stdout")?;
-    writeln!(out).context("writing to stdout")
+    let mut text = serde_json::to_vec(value).context("serializing the JSON")?;
+    text.push(b'\n');
+    std::io::stdout().lock().write_all(&text).context("writing the JSON to stdout")
 }
 
 /// Writes a line to stdout.
