@@ -645,8 +645,10 @@ fn the_guides_error_table_is_verbatim() {
         assert_eq!(recipes.len(), messages.len(), "{gave}: one input per message");
         for (i, ((args, inputs), want)) in recipes.into_iter().zip(messages).enumerate() {
             let dir = case_dir(&format!("table{r:02}-{i}"));
-            if inputs.iter().any(|x| matches!(x, Input::CallPt(_))) {
-                write_call_pt(python.as_ref().unwrap(), &dir.join("model.pt"));
+            for input in &inputs {
+                if let Input::CallPt(name) = input {
+                    write_call_pt(python.as_ref().unwrap(), &dir.join(name));
+                }
             }
             write_inputs(&dir, &inputs);
             let out = bin().args(&args).current_dir(&dir).output().unwrap();
