@@ -28,31 +28,35 @@ fn main() {
     }
     println!("cargo:rustc-link-arg=-ltorch");
     println!("cargo:rustc-link-arg=-Wl,--as-needed");
-    compile_rng_shim(lib);
+    compile_shims(lib);
     // Lets tests check the link (`readelf -d`) against the same dir.
     println!("cargo:rustc-env=CE_LIBTORCH_LIB={lib_dir}");
     println!("cargo:rustc-env=CE_LIBTORCH_VERSION={}", libtorch_version(lib));
 }
 
-/// csrc/rng.cpp: `torch.get_rng_state()` / `set_rng_state()` for the CPU
-/// generator, which tch does not bind. Built against the headers of the
-/// libtorch torch-sys found (`lib/../include`), with its C++ ABI
-/// (`LIBTORCH_CXX11_ABI`, 1 unless set: every libtorch 2.x wheel since 2.7).
-fn compile_rng_shim(lib: &Path) {
+/// The C++ that tch does not bind: csrc/rng.cpp (`torch.get_rng_state()` /
+/// `set_rng_state()` for the CPU generator) and csrc/step.cpp (the exact
+/// fast step's kernels, among them `nll_loss_forward`'s `total_weight`).
+/// Built against the headers of the libtorch torch-sys found
+/// (`lib/../include`), with its C++ ABI (`LIBTORCH_CXX11_ABI`, 1 unless set:
+/// every libtorch 2.x wheel since 2.7).
+fn compile_shims(lib: &Path) {
     println!("cargo:rerun-if-changed=csrc/rng.cpp");
+    println!("cargo:rerun-if-changed=csrc/step.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let root = lib.parent().expect("libtorch's lib dir has a parent");
     let abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
     cc::Build::new()
         .cpp(true)
         .file("csrc/rng.cpp")
+        .file("csrc/step.cpp")
         .include(root.join("include"))
         .include(root.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .warnings(false)
-        .compile("ce_rng");
+        .compile("ce_shims");
 }
 
 /// `MAJOR.MINOR.PATCH` from libtorch's `version.h`, next to its lib dir.

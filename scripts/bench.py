@@ -58,6 +58,9 @@ def main():
     p.add_argument("--quick", action="store_true", help="1 rep, seed shape only")
     p.add_argument("--cuda-only", action="store_true",
                    help="the CUDA rows only (the GPU check), no CPU, optimizer or train rows")
+    p.add_argument("--only", choices=["steps", "optimizers", "train"],
+                   help="one group of rows: the step at each shape, the optimizers, "
+                        "or mini-batch training")
     args = p.parse_args()
     import torch
 
@@ -71,7 +74,7 @@ def main():
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"default threads {default_threads}, {reps} runs each, interleaved; medians")
     rows, ratios = [], {}
-    for device in devices:
+    for device in (devices if args.only in (None, "steps") else []):
         shapes = SHAPES if device == "cpu" else CUDA_SHAPES
         if args.quick:
             shapes = shapes[:1]
@@ -115,15 +118,19 @@ def main():
     header = ("shape", "threads", "rust impl", "pytorch us/step", "rust us/step", "ratio",
               "pytorch MB", "rust MB", "bit-equal")
     widths = [20, 7, 13, 15, 12, 7, 10, 8, 9]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    if rows:
+        print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     for r in rows:
         cells = [r[0], str(r[1]), r[2], f"{r[3]:.1f}", f"{r[4]:.1f}", f"{r[5]:.2f}",
                  f"{r[6]:.0f}", f"{r[7]:.0f}", r[8]]
         print("  ".join(c.ljust(w) for c, w in zip(cells, widths)))
     if not args.cuda_only:
-        optimizer_rows(reps)
-        training_rows(reps, args.quick)
-        timer_check()
+        if args.only in (None, "optimizers"):
+            optimizer_rows(reps)
+        if args.only in (None, "train"):
+            training_rows(reps, args.quick)
+        if args.only is None:
+            timer_check()
     for name, (manual, autograd, gemm) in ratios.items():
         extra = f"; rust step / its GEMMs alone: {gemm:.2f}" if gemm == gemm else ""
         print(f"ratio pytorch/rust {name}: {manual:.2f} (manual backward; autograd: {autograd:.2f}{extra})")

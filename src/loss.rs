@@ -180,6 +180,28 @@ pub struct CrossEntropyLoss {
     label_smoothing: f64,
 }
 
+impl CrossEntropyLoss {
+    /// The class weights given to [`CrossEntropyLoss::weight`], if any.
+    pub fn class_weight(&self) -> Option<&Tensor> {
+        self.weight.as_ref()
+    }
+
+    /// The `ignore_index` in force (-100 unless set).
+    pub fn ignored_index(&self) -> i64 {
+        self.ignore_index
+    }
+
+    /// The reduction in force (`Mean` unless set).
+    pub fn reduction_mode(&self) -> Reduction {
+        self.reduction
+    }
+
+    /// The `label_smoothing` in force (0 unless set).
+    pub fn smoothing(&self) -> f64 {
+        self.label_smoothing
+    }
+}
+
 impl Default for CrossEntropyLoss {
     fn default() -> Self {
         CrossEntropyLoss::new()

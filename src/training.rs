@@ -4,7 +4,7 @@
 use crate::checkpoint::Checkpoint;
 use crate::data::{split, Dataset, SplitError, Standardizer};
 use crate::loss::{CrossEntropyLoss, LossError};
-use crate::model::Classifier;
+use crate::model::{Classifier, MyModel};
 use crate::optim::{
     self, NormType, Optimizer, OptimizerConfig, OptimizerError, OptimizerKind, OptimizerState,
 };
@@ -12,6 +12,7 @@ use crate::rng;
 use crate::schedule::{
     PlateauMode, ScheduleError, Scheduler, SchedulerConfig, SchedulerState, Stepping,
 };
+use crate::step::{Backward, ManualStep};
 use serde::Serialize;
 use std::fmt;
 use tch::nn::{self, ModuleT};
@@ -146,6 +147,11 @@ pub struct TrainConfig {
     pub test_fraction: f64,
     /// Z-score the features with statistics of the training split.
     pub standardize: bool,
+    /// Step through the exact fast step ([`ManualStep`]) where it covers
+    /// the run (the example's one-Linear model and a loss it covers): the
+    /// same numbers as the autograd step, faster. `false` always runs the
+    /// autograd step, the loop as a porter reads it.
+    pub fast_step: bool,
 }
 
 impl Default for TrainConfig {
@@ -165,6 +171,7 @@ impl Default for TrainConfig {
             class_weights: None,
             test_fraction: 0.2,
             standardize: true,
+            fast_step: true,
         }
     }
 }
@@ -208,6 +215,8 @@ pub struct TrainRun {
     /// The saved epoch a resumed run continued after (`epochs` then holds
     /// only the epochs after it).
     pub resumed_after: Option<usize>,
+    /// The backward pass the steps ran ([`TrainConfig::fast_step`]).
+    pub backward: Backward,
 }
 
 /// Resume checkpoints during a run: `save` gets the run's state after every
@@ -381,6 +390,16 @@ pub fn train_from(
         loss_fn = loss_fn.weight(to(Tensor::from_slice(&w))?);
     }
 
+    // The exact fast step where it covers the run: one call beside the
+    // autograd step (`train_step`), with the same numbers.
+    let fast = match &model {
+        Classifier::Linear(linear) if config.fast_step && ManualStep::covers(&loss_fn) => {
+            Some((ManualStep::new(linear)?, linear))
+        }
+        _ => None,
+    };
+    let backward = if fast.is_some() { Backward::Manual } else { Backward::Autograd };
+
     // The one full check of logits against labels (class range, shapes,
     // weights); the steps and evaluations then skip it.
     for (x, y) in [(&x_train, &y_train), (&x_test, &y_test)] {
@@ -398,30 +417,35 @@ pub fn train_from(
     };
     for epoch in first_epoch..=config.epochs {
         let lr = optimizer.lr();
-        if batch >= n_train {
-            let loss = train_step(&model, &loss_fn, &mut optimizer, &clip, &x_train, &y_train)?;
-            if !loss.is_finite() {
-                return Err(diverged(loss, epoch, Some(1)));
-            }
+        let shuffled;
+        let (xs, ys) = if batch >= n_train {
+            (&x_train, &y_train)
+        } else {
+            // A fresh shuffle each epoch, from the seeded CPU generator. The
+            // rows are gathered once in that order and each batch is a slice
+            // of them: the same rows as `x_train[perm[first:first + batch]]`.
+            let perm = to(Tensor::f_randperm(n_train, (Kind::Int64, Device::Cpu))?)?;
+            shuffled = (x_train.f_index_select(0, &perm)?, y_train.f_index_select(0, &perm)?);
+            (&shuffled.0, &shuffled.1)
+        };
+        // The steps' losses stay on the device until the epoch ends: no host
+        // read inside the epoch. The first non-finite one then stops the run.
+        let mut step_losses = Vec::with_capacity(steps_per_epoch as usize);
+        for step in 0..steps_per_epoch {
+            let first = step * batch;
+            let rows = batch.min(n_train - first);
+            let (xb, yb) = (xs.f_narrow(0, first, rows)?, ys.f_narrow(0, first, rows)?);
+            let step = (&model, &loss_fn, fast.as_ref());
+            step_losses.push(train_step(step, &mut optimizer, &clip, &xb, &yb)?);
             if let (Some(s), Some(Stepping::PerBatch)) = (&mut scheduler, stepping) {
                 s.step(&mut optimizer, None).map_err(TrainError::Schedule)?; // per batch
             }
-        } else {
-            // A fresh shuffle each epoch, from the seeded CPU generator.
-            let perm = Tensor::f_randperm(n_train, (Kind::Int64, Device::Cpu))?;
-            for step in 0..steps_per_epoch {
-                let first = step * batch;
-                let idx = to(perm.narrow(0, first, batch.min(n_train - first)))?;
-                let (xb, yb) = (x_train.index_select(0, &idx), y_train.index_select(0, &idx));
-                let loss = train_step(&model, &loss_fn, &mut optimizer, &clip, &xb, &yb)?;
-                if !loss.is_finite() {
-                    return Err(diverged(loss, epoch, Some(step + 1)));
-                }
-                if let (Some(s), Some(Stepping::PerBatch)) = (&mut scheduler, stepping) {
-                    s.step(&mut optimizer, None).map_err(TrainError::Schedule)?;
-                    // per batch
-                }
-            }
+        }
+        let losses = Tensor::f_stack(&step_losses, 0)?.f_to_device(Device::Cpu)?;
+        if let Some((step, &loss)) =
+            Vec::<f32>::try_from(&losses)?.iter().enumerate().find(|(_, l)| !l.is_finite())
+        {
+            return Err(diverged(loss, epoch, Some(step as i64 + 1)));
         }
         let (train_loss, train_accuracy) = evaluate(&model, &loss_fn, &x_train, &y_train)?;
         let (test_loss, test_accuracy) = evaluate(&model, &loss_fn, &x_test, &y_test)?;
@@ -492,6 +516,7 @@ pub fn train_from(
         seconds,
         state,
         resumed_after: resume.map(|st| st.epoch),
+        backward,
     })
 }
 
@@ -634,27 +659,31 @@ fn scheduler_config(
     Ok(Some(s))
 }
 
-/// forward, loss, zero_grad, backward, step: the example's five lines. Returns
-/// the loss; a non-finite one is not stepped on.
+/// forward, loss, zero_grad, backward, (clip,) step: the example's five
+/// lines. Returns the loss, left on the device.
 fn train_step(
-    model: &Classifier,
-    loss_fn: &CrossEntropyLoss,
+    (model, loss_fn, fast): (&Classifier, &CrossEntropyLoss, Option<&(ManualStep, &MyModel)>),
     optimizer: &mut Optimizer,
     clip: &Clip,
     x: &Tensor,
     y: &Tensor,
-) -> Result<f32, TrainError> {
-    let outputs = model.forward_t(x, true); // model.train()
-                                            // The labels were checked once, before the loop (`check_targets`).
-    let loss = loss_fn.f_forward_unchecked(&outputs, y)?;
-    let value = loss.f_double_value(&[])? as f32;
-    if value.is_finite() {
-        optimizer.zero_grad();
-        loss.f_backward()?;
-        clip.apply()?;
-        optimizer.step()?;
-    }
-    Ok(value)
+) -> Result<Tensor, TrainError> {
+    let loss = match fast {
+        // The exact fast step: the same forward, loss and gradients as the
+        // four lines below, without the autograd engine.
+        Some((manual, linear)) => manual.f_step(linear, loss_fn, x, y)?,
+        None => {
+            let outputs = model.forward_t(x, true); // model.train()
+                                                    // The labels were checked once, before the loop.
+            let loss = loss_fn.f_forward_unchecked(&outputs, y)?;
+            optimizer.zero_grad();
+            loss.f_backward()?;
+            loss
+        }
+    };
+    clip.apply()?;
+    optimizer.step()?;
+    Ok(loss.f_detach()?)
 }
 
 /// Gradient clipping between `loss.backward()` and `optimizer.step()`.

@@ -26,7 +26,7 @@ fn train(
     let mut opt = nn::Sgd::default().build(&vs, lr).unwrap();
     let x = Tensor::randn([n, d], (Kind::Float, Device::Cpu));
     let y = Tensor::randint(c, [n], (Kind::Int64, Device::Cpu));
-    let fast = ManualStep::new(&model, n).unwrap();
+    let fast = ManualStep::new(&model).unwrap();
     let mut first_grads = vec![];
     for step in 0..steps {
         if manual {

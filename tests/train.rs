@@ -865,3 +865,107 @@ fn pt_state_dicts_load_as_in_pytorch_and_nothing_in_them_runs() {
     }
     assert!(!marker.exists(), "loading a .pt ran code from it");
 }
+
+/// The exact fast step (`ManualStep`, on by default) against the autograd
+/// step, for every mix it covers: each optimizer (with momentum, nesterov,
+/// weight decay, AMSGrad, centered), class weights, both clippings, a
+/// per-batch scheduler, mini-batches with a short last batch and the full
+/// batch. Every epoch's metrics and the final parameters are bit-equal, and
+/// the run says which step it took; hidden layers and label smoothing take
+/// the autograd step.
+#[test]
+fn the_fast_step_is_bit_equal_to_autograd_for_every_covered_mix() {
+    use cross_entropy_tch::data::{Bundled, Dataset};
+    use cross_entropy_tch::optim::{NormType, OptimizerConfig, OptimizerKind};
+    use cross_entropy_tch::schedule::SchedulerConfig;
+    use cross_entropy_tch::step::Backward;
+    use cross_entropy_tch::training::{train, TrainConfig};
+    use tch::Device;
+    let _rng = rng_lock();
+    let opt = |kind| OptimizerConfig::new(kind);
+    let base = TrainConfig { epochs: 6, batch_size: Some(24), ..TrainConfig::default() };
+    let mixes: Vec<(&str, Bundled, TrainConfig)> = vec![
+        ("sgd", Bundled::Iris, base.clone()),
+        ("sgd full batch", Bundled::Wine, TrainConfig { batch_size: None, ..base.clone() }),
+        (
+            "sgd nesterov, weight decay",
+            Bundled::Digits,
+            TrainConfig {
+                optimizer: OptimizerConfig {
+                    lr: 0.1,
+                    momentum: 0.9,
+                    nesterov: true,
+                    weight_decay: 1e-3,
+                    ..opt(OptimizerKind::Sgd)
+                },
+                ..base.clone()
+            },
+        ),
+        (
+            "adam amsgrad, class weights, clip norm",
+            Bundled::Wine,
+            TrainConfig {
+                optimizer: OptimizerConfig { amsgrad: true, ..opt(OptimizerKind::Adam) },
+                class_weights: Some(vec![0.5, 2.0, 1.0]),
+                clip_grad_norm: Some(0.5),
+                clip_norm_type: NormType::Inf,
+                ..base.clone()
+            },
+        ),
+        (
+            "adamw, onecycle, clip value",
+            Bundled::Digits,
+            TrainConfig {
+                optimizer: OptimizerConfig { weight_decay: 0.05, ..opt(OptimizerKind::AdamW) },
+                scheduler: Some(SchedulerConfig::one_cycle(0.01)),
+                clip_grad_value: Some(0.01),
+                ..base.clone()
+            },
+        ),
+        (
+            "rmsprop centered, momentum",
+            Bundled::Iris,
+            TrainConfig {
+                optimizer: OptimizerConfig {
+                    lr: 0.01,
+                    centered: true,
+                    momentum: 0.5,
+                    ..opt(OptimizerKind::RmsProp)
+                },
+                ..base.clone()
+            },
+        ),
+    ];
+    for (what, which, config) in mixes {
+        let data = Dataset::bundled(which).unwrap();
+        let fast = train(&data, &config, Device::Cpu, None, |_| {}).unwrap();
+        let slow_config = TrainConfig { fast_step: false, ..config.clone() };
+        let slow = train(&data, &slow_config, Device::Cpu, None, |_| {}).unwrap();
+        assert_eq!(fast.backward, Backward::Manual, "{what}");
+        assert_eq!(slow.backward, Backward::Autograd, "{what}");
+        assert_eq!(fast.epochs.len(), config.epochs, "{what}");
+        assert_eq!(fast.epochs.len(), slow.epochs.len(), "{what}");
+        for (a, b) in fast.epochs.iter().zip(&slow.epochs) {
+            // EpochMetrics compares its f32 losses with ==; bits for NaN too.
+            assert_eq!(a.train_loss.to_bits(), b.train_loss.to_bits(), "{what}, epoch {}", a.epoch);
+            assert_eq!(a, b, "{what}, epoch {}", a.epoch);
+        }
+        let (a, b) = (fast.checkpoint(), slow.checkpoint());
+        assert_eq!(a.layers.len(), b.layers.len());
+        for (la, lb) in a.layers.iter().zip(&b.layers) {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&la.weight), bits(&lb.weight), "{what}: final weight");
+            assert_eq!(bits(&la.bias), bits(&lb.bias), "{what}: final bias");
+        }
+        assert_eq!(fast.confusion, slow.confusion, "{what}");
+    }
+    // Not covered: autograd, whatever fast_step says.
+    let data = Dataset::bundled(Bundled::Iris).unwrap();
+    for (what, config) in [
+        ("hidden layers", TrainConfig { hidden: vec![8], ..base.clone() }),
+        ("label smoothing", TrainConfig { label_smoothing: 0.1, ..base.clone() }),
+    ] {
+        let run = train(&data, &config, Device::Cpu, None, |_| {}).unwrap();
+        assert_eq!(run.backward, Backward::Autograd, "{what}");
+    }
+}

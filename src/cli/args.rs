@@ -8,8 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use cross_entropy_tch::data::Bundled;
 use cross_entropy_tch::device::DeviceRequest;
 use cross_entropy_tch::optim::{NormType, OptimizerConfig, OptimizerKind};
+use cross_entropy_tch::step::Backward;
 use cross_entropy_tch::{ExampleConfig, TrainConfig};
-use serde::Serialize;
 use std::path::PathBuf;
 
 /// `--version`: the crate's and the libtorch it was built for.
@@ -61,7 +61,7 @@ pub struct BenchArgs {
 
     /// How gradients are computed: autograd (the example's loss.backward())
     /// or manual (the same ATen kernels called directly, bit-equal, faster).
-    #[arg(long, value_enum, default_value_t = Backward::Autograd)]
+    #[arg(long, default_value_t = Backward::Autograd, value_parser = backward())]
     pub backward: Backward,
 
     /// Time only the step's two matrix multiplies (forward and weight
@@ -73,19 +73,6 @@ pub struct BenchArgs {
     /// sgd (the example's) or this crate's exact adam, adamw, rmsprop.
     #[arg(long, default_value_t = OptimizerKind::Sgd, value_parser = optimizer_kind())]
     pub optimizer: OptimizerKind,
-}
-
-/// `bench --backward`: how the timed step computes its gradients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Backward {
-    /// `optimizer.zero_grad(); loss.backward(); optimizer.step()`: the
-    /// example's lines, through libtorch's autograd engine.
-    Autograd,
-    /// The same ATen kernels that autograd runs for this graph, called
-    /// directly (`cross_entropy_tch::ManualStep`): the same numbers, bit for
-    /// bit, without the engine's per-call cost.
-    Manual,
 }
 
 /// Flags every command has.
@@ -381,6 +368,12 @@ pub struct TrainArgs {
     #[arg(long)]
     pub no_standardize: bool,
 
+    /// Step through autograd (loss.backward()) even where the exact fast
+    /// step covers the run (no hidden layers, no label smoothing): the same
+    /// numbers, slower. --json's "backward" says which one ran.
+    #[arg(long)]
+    pub autograd: bool,
+
     /// Start from a saved model (and its standardization) instead of a fresh
     /// nn.Linear init.
     #[arg(long, value_name = "FILE.safetensors")]
@@ -485,6 +478,18 @@ fn bundled() -> impl TypedValueParser<Value = Bundled> {
 }
 
 /// `--optimizer`: the optimizers' names, each with torch.optim's class.
+/// `bench --backward`: how the timed step computes its gradients.
+fn backward() -> impl TypedValueParser<Value = Backward> {
+    PossibleValuesParser::new([
+        PossibleValue::new(Backward::Autograd.name())
+            .help("optimizer.zero_grad(); loss.backward(): the example's lines, through autograd"),
+        PossibleValue::new(Backward::Manual.name()).help(
+            "the same ATen kernels called directly (ManualStep): bit-equal, without the engine",
+        ),
+    ])
+    .map(|name| name.parse::<Backward>().expect("clap passes only the listed names"))
+}
+
 fn optimizer_kind() -> impl TypedValueParser<Value = OptimizerKind> {
     PossibleValuesParser::new(
         OptimizerKind::ALL

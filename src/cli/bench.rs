@@ -1,12 +1,12 @@
 //! `bench`: the example's step in a timed loop, what `scripts/bench.sh`
 //! measures against PyTorch's identical loop (`scripts/reference.py bench`).
 
-use super::args::Backward;
 use super::report::BenchResult;
 use anyhow::Result;
 use cross_entropy_tch::example::{ExampleConfig, ExampleSetup};
 use cross_entropy_tch::loss::cross_entropy;
 use cross_entropy_tch::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use cross_entropy_tch::step::Backward;
 use cross_entropy_tch::ManualStep;
 use tch::nn::Module;
 use tch::{Device, Kind, Tensor};
@@ -21,7 +21,7 @@ pub fn bench_example_step(
     kind: OptimizerKind,
     device: Device,
 ) -> Result<BenchResult> {
-    let &ExampleConfig { batch_size, steps, lr, .. } = config;
+    let &ExampleConfig { steps, lr, .. } = config;
     let ExampleSetup { vs, model, optimizer: sgd, inputs, targets } =
         ExampleSetup::new(config)?.to_device(device)?;
     // The example's SGD (libtorch's), or this crate's exact optimizers.
@@ -29,7 +29,7 @@ pub fn bench_example_step(
         OptimizerKind::Sgd => Optimizer::Tch(sgd, lr),
         _ => Optimizer::build(&vs, &OptimizerConfig { lr, ..OptimizerConfig::new(kind) })?,
     };
-    let manual = ManualStep::new(&model, batch_size)?;
+    let manual = ManualStep::new(&model)?;
     let mut step = || -> Result<()> {
         match backward {
             Backward::Autograd => {

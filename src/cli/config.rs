@@ -114,6 +114,7 @@ impl TrainArgs {
             class_weights: self.class_weights.clone(),
             test_fraction: self.test_fraction,
             standardize: !self.no_standardize,
+            fast_step: !self.autograd,
         })
     }
 

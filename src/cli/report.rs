@@ -2,10 +2,10 @@
 //! `scripts/reference.py --json` writes from PyTorch; `bench`'s is the one
 //! `scripts/bench.py` reads) and the `--metrics-csv` file.
 
-use super::args::Backward;
 use anyhow::{Context, Result};
 use cross_entropy_tch::device::device_name;
 use cross_entropy_tch::example::{ExampleConfig, ExampleRun, Params};
+use cross_entropy_tch::step::Backward;
 use cross_entropy_tch::training::{DataSummary, EpochMetrics, EvalRun, TrainConfig, TrainRun};
 use cross_entropy_tch::LIBTORCH_VERSION;
 use serde::Serialize;
@@ -95,6 +95,9 @@ pub struct TrainReport<'a> {
     /// the ones after it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resumed_after: Option<usize>,
+    /// Which backward pass the steps ran: `manual` (the exact fast step) or
+    /// `autograd`.
+    pub backward: Backward,
 }
 
 impl<'a> TrainReport<'a> {
@@ -110,6 +113,7 @@ impl<'a> TrainReport<'a> {
             train_seconds: run.seconds,
             samples_per_second: run.samples_per_second(),
             resumed_after: run.resumed_after,
+            backward: run.backward,
         }
     }
 }

@@ -1,0 +1,66 @@
+// The exact fast step of src/step.rs (`ManualStep`): the ATen kernels that
+// autograd runs for `F.cross_entropy(F.linear(x, W, b), y, weight)` (mean
+// reduction, no label smoothing) and its `loss.backward()`, called directly
+// in the same order with the same arguments, in one call from Rust instead
+// of ten tch wrappers. No C++ exception crosses into Rust.
+#include <ATen/core/Tensor.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/_log_softmax_backward_data.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/log_softmax.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/nll_loss_backward.h>
+#include <ATen/ops/nll_loss_forward.h>
+#include <ATen/ops/ones_like.h>
+#include <ATen/ops/sum.h>
+#include <cstring>
+#include <exception>
+#include <optional>
+
+namespace {
+thread_local char last_error[512];
+
+void remember(const char* what) {
+  std::strncpy(last_error, what, sizeof(last_error) - 1);
+  last_error[sizeof(last_error) - 1] = '\0';
+}
+}  // namespace
+
+extern "C" {
+
+const char* ce_step_last_error() { return last_error; }
+
+// Writes dL/dW into w_grad and dL/db into b_grad (both overwritten, never
+// reallocated) and returns the loss as a new tensor (owned by the caller,
+// as tch's C API hands out tensors); nullptr on an error.
+at::Tensor* ce_linear_cross_entropy_step(const at::Tensor* x, const at::Tensor* y,
+                                         const at::Tensor* w, const at::Tensor* b,
+                                         const at::Tensor* class_weight,  // may be null
+                                         at::Tensor* w_grad, at::Tensor* b_grad) {
+  try {
+    at::NoGradGuard no_grad;
+    std::optional<at::Tensor> weight;
+    if (class_weight != nullptr) weight = *class_weight;
+    // forward: F.linear (2-D input with a bias) is addmm(b, x, W.t());
+    // F.cross_entropy is log_softmax over dim 1, then nll_loss.
+    at::Tensor out = at::addmm(*b, *x, w->t());
+    at::Tensor log_p = at::log_softmax(out, 1, out.scalar_type());
+    auto [loss, total_weight] = at::nll_loss_forward(log_p, *y, weight, at::Reduction::Mean, -100);
+    // loss.backward(): the seed gradient of a scalar root is ones_like(loss).
+    // NllLossBackward0, then LogSoftmaxBackward0:
+    at::Tensor g = at::nll_loss_backward(at::ones_like(loss), log_p, *y, weight,
+                                         at::Reduction::Mean, -100, total_weight);
+    g = at::_log_softmax_backward_data(g, log_p, 1, out.scalar_type());
+    // AddmmBackward0 + TBackward0 for W: mm_mat2_backward picks g.t().mm(x)
+    // for W.t()'s strides. The broadcast bias: sum_to(g, [C]), that is
+    // g.sum([0], keepdim=true) viewed as [C].
+    at::mm_out(*w_grad, g.t(), *x);
+    at::Tensor b_view = b_grad->view({1, -1});
+    at::sum_out(b_view, g, {0}, /*keepdim=*/true);
+    return new at::Tensor(std::move(loss));
+  } catch (const std::exception& e) {
+    remember(e.what());
+    return nullptr;
+  }
+}
+}
