@@ -800,6 +800,9 @@ def train_parser():
     # Repeatable, as clap's comma-delimited list: the values add up.
     p.add_argument("--class-weights", type=class_weight_list, action="extend", default=None)
     p.add_argument("--no-standardize", action="store_true")
+    # Rust's opt-out of its exact fast step; PyTorch always steps through
+    # autograd (loss.backward()), so here it changes nothing.
+    p.add_argument("--autograd", action="store_true")
     p.add_argument("--load", type=path_arg, default=None)
     p.add_argument("--save", type=path_arg, default=None)
     p.add_argument("--checkpoint", type=path_arg, default=None)
@@ -1239,6 +1242,7 @@ def train_main(args):
                 "clip_grad_value": args.clip_grad_value,
                 "label_smoothing": args.label_smoothing, "class_weights": weights,
                 "test_fraction": args.test_fraction, "standardize": not args.no_standardize,
+                "fast_step": not args.autograd,
             },
             "data": {"name": data.name, "rows": n, "features": x.shape[1], "classes": classes,
                      "train_rows": n_train, "test_rows": len(y_test)},
@@ -1247,6 +1251,7 @@ def train_main(args):
             "confusion_matrix": confusion(model, x_test, y_test, classes),
             "train_seconds": seconds,
             "samples_per_second": n_train * args.epochs / seconds,
+            "backward": "autograd",
         }
         json.dump(doc, sys.stdout)
         sys.stdout.write("\n")

@@ -164,6 +164,7 @@ fn training_is_bit_equal_to_pytorch() {
     let variants: &[&[&str]] = &[
         &[],
         &["--momentum", "0.9"],
+        &["--momentum", "0.9", "--batch-size", "16", "--autograd"],
         &["--batch-size", "16"],
         &["--batch-size", "16", "--momentum", "0.9", "--nesterov", "--weight-decay", "1e-3"],
         &[
@@ -264,7 +265,8 @@ fn training_is_bit_equal_to_pytorch() {
         .flat_map(|d| variants.iter().map(move |v| (d, *v)))
         .chain(optimizers.iter().map(|v| ("wine", *v)))
         // digits: 64 features, 10 classes, the MLP with dropout.
-        .chain([("digits", &["--hidden", "64,32", "--dropout", "0.2", "--batch-size", "64"][..])]);
+        .chain([("digits", &["--hidden", "64,32", "--dropout", "0.2", "--batch-size", "64"][..])])
+        .chain([("digits", &["--batch-size", "32", "--momentum", "0.9"][..])]);
     let cases: Vec<Vec<&str>> = runs
         .map(|(dataset, extra)| {
             let mut args =
@@ -282,6 +284,11 @@ fn training_is_bit_equal_to_pytorch() {
         let rust = json_of(run_bin(args), &format!("cross-entropy-tch {args:?}"));
         let torch = json_of(torch, &format!("reference.py {args:?}"));
         assert_train_equal(&rust, &torch, &format!("{args:?}"));
+        // The exact fast step where it covers the run, autograd elsewhere.
+        let autograd =
+            args.iter().any(|a| ["--autograd", "--hidden", "--label-smoothing"].contains(a));
+        let backward = if autograd { "autograd" } else { "manual" };
+        assert_eq!(rust["backward"], backward, "{args:?}");
     }
 }
 
