@@ -11,7 +11,6 @@
 #include <ATen/ops/mm.h>
 #include <ATen/ops/nll_loss_backward.h>
 #include <ATen/ops/nll_loss_forward.h>
-#include <ATen/ops/ones_like.h>
 #include <ATen/ops/sum.h>
 #include <cstring>
 #include <exception>
@@ -32,31 +31,41 @@ const char* ce_step_last_error() { return last_error; }
 
 // Writes dL/dW into w_grad and dL/db into b_grad (both overwritten, never
 // reallocated) and returns the loss as a new tensor (owned by the caller,
-// as tch's C API hands out tensors); nullptr on an error.
+// as tch's C API hands out tensors); nullptr on an error. The step's large
+// intermediates go into the caller's buffers (buf[0..4]: logits, log_p and
+// the two gradients; resized to the batch, kept between steps): the same
+// kernels as the functional calls autograd makes (their `out=` forms), so
+// the same bits, without allocating and page-faulting ~4 x N x C floats a
+// step. `one` is the scalar 1 that seeds loss.backward().
 at::Tensor* ce_linear_cross_entropy_step(const at::Tensor* x, const at::Tensor* y,
                                          const at::Tensor* w, const at::Tensor* b,
                                          const at::Tensor* class_weight,  // may be null
-                                         at::Tensor* w_grad, at::Tensor* b_grad) {
+                                         at::Tensor* w_grad, at::Tensor* b_grad,
+                                         at::Tensor* const* buf, const at::Tensor* one) {
   try {
     at::NoGradGuard no_grad;
     std::optional<at::Tensor> weight;
     if (class_weight != nullptr) weight = *class_weight;
+    at::Tensor& out = *buf[0];
+    at::Tensor& log_p = *buf[1];
+    at::Tensor& g_nll = *buf[2];
+    at::Tensor& g_out = *buf[3];
     // forward: F.linear (2-D input with a bias) is addmm(b, x, W.t());
     // F.cross_entropy is log_softmax over dim 1, then nll_loss.
-    at::Tensor out = at::addmm(*b, *x, w->t());
-    at::Tensor log_p = at::log_softmax(out, 1, out.scalar_type());
+    at::addmm_out(out, *b, *x, w->t());
+    at::log_softmax_out(log_p, out, 1, out.scalar_type());
     auto [loss, total_weight] = at::nll_loss_forward(log_p, *y, weight, at::Reduction::Mean, -100);
     // loss.backward(): the seed gradient of a scalar root is ones_like(loss).
     // NllLossBackward0, then LogSoftmaxBackward0:
-    at::Tensor g = at::nll_loss_backward(at::ones_like(loss), log_p, *y, weight,
-                                         at::Reduction::Mean, -100, total_weight);
-    g = at::_log_softmax_backward_data(g, log_p, 1, out.scalar_type());
+    at::nll_loss_backward_out(g_nll, *one, log_p, *y, weight, at::Reduction::Mean, -100,
+                              total_weight);
+    at::_log_softmax_backward_data_out(g_out, g_nll, log_p, 1, out.scalar_type());
     // AddmmBackward0 + TBackward0 for W: mm_mat2_backward picks g.t().mm(x)
     // for W.t()'s strides. The broadcast bias: sum_to(g, [C]), that is
     // g.sum([0], keepdim=true) viewed as [C].
-    at::mm_out(*w_grad, g.t(), *x);
+    at::mm_out(*w_grad, g_out.t(), *x);
     at::Tensor b_view = b_grad->view({1, -1});
-    at::sum_out(b_view, g, {0}, /*keepdim=*/true);
+    at::sum_out(b_view, g_out, {0}, /*keepdim=*/true);
     return new at::Tensor(std::move(loss));
   } catch (const std::exception& e) {
     remember(e.what());

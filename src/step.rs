@@ -17,6 +17,8 @@ extern "C" {
         class_weight: *const torch_sys::C_tensor,
         w_grad: *mut torch_sys::C_tensor,
         b_grad: *mut torch_sys::C_tensor,
+        buf: *const *mut torch_sys::C_tensor,
+        one: *const torch_sys::C_tensor,
     ) -> *mut torch_sys::C_tensor;
 }
 
@@ -83,6 +85,12 @@ impl std::str::FromStr for Backward {
 pub struct ManualStep {
     weight_grad: Tensor,
     bias_grad: Tensor,
+    /// The step's intermediates (logits, log-probabilities and their two
+    /// gradients), resized to the batch and kept between steps: no
+    /// allocation, and no page faults, per step.
+    buffers: [Tensor; 4],
+    /// The scalar 1 that seeds `loss.backward()`.
+    one: Tensor,
 }
 
 impl ManualStep {
@@ -91,7 +99,13 @@ impl ManualStep {
     pub fn new(model: &MyModel) -> Result<ManualStep, TchError> {
         let (w, b) = (model.weight(), model.bias());
         (w.f_sum(Kind::Float)? * 0.0 + b.f_sum(Kind::Float)? * 0.0).f_backward()?;
-        Ok(ManualStep { weight_grad: w.grad(), bias_grad: b.grad() })
+        let empty = || Tensor::f_empty([0], (w.kind(), w.device()));
+        Ok(ManualStep {
+            weight_grad: w.grad(),
+            bias_grad: b.grad(),
+            buffers: [empty()?, empty()?, empty()?, empty()?],
+            one: Tensor::f_ones([], (w.kind(), w.device()))?,
+        })
     }
 
     /// Whether this step is exact for `loss`: mean reduction, no label
@@ -116,9 +130,11 @@ impl ManualStep {
         targets: &Tensor,
     ) -> Result<Tensor, TchError> {
         let weight = loss.class_weight().map_or(std::ptr::null(), |w| w.as_ptr());
+        let buffers = self.buffers.each_ref().map(|t| t.as_ptr() as *mut torch_sys::C_tensor);
         // SAFETY: every pointer is a live tch tensor (or null for no class
-        // weights) for the whole call; the C++ side catches every exception
-        // and hands back a new tensor that we own.
+        // weights) for the whole call; the C++ side writes only the gradient
+        // tensors and the buffers (in place, through `out=` kernels), catches
+        // every exception, and hands back a new tensor that we own.
         let out = unsafe {
             ce_linear_cross_entropy_step(
                 inputs.as_ptr(),
@@ -128,6 +144,8 @@ impl ManualStep {
                 weight,
                 self.weight_grad.as_ptr() as *mut _,
                 self.bias_grad.as_ptr() as *mut _,
+                buffers.as_ptr(),
+                self.one.as_ptr(),
             )
         };
         if out.is_null() {
