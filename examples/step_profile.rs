@@ -53,7 +53,7 @@ fn main() {
         loss.backward();
         opt.step();
     });
-    let manual = ManualStep::new(&model, 10).unwrap();
+    let manual = ManualStep::new(&model).unwrap();
     time("forward + loss + manual backward (ManualStep)", steps, || {
         manual.gradients(&model, &x, &y);
     });
