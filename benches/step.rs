@@ -25,7 +25,7 @@ fn seed_step(c: &mut Criterion) {
                 opt.step();
             })
         });
-        let manual = ManualStep::new(&model, n).unwrap();
+        let manual = ManualStep::new(&model).unwrap();
         c.bench_function(&format!("seed step, manual backward, {n}x{d}->{k}"), |b| {
             b.iter(|| {
                 manual.gradients(&model, &x, &y);
