@@ -273,3 +273,47 @@ fn checkpoints_move_between_cuda_and_cpu() {
         measured(&format!("eval loss of a checkpoint trained on {trained_on:?}"), d);
     }
 }
+
+/// `ManualStep` on CUDA against `loss.backward()` on CUDA: the same kernels
+/// on the same device, so the same bits are expected (on the CPU they are,
+/// tests/bench.rs). Until this has passed on a GPU, `train` takes the fast
+/// step on the CPU only.
+#[test]
+fn the_manual_step_on_cuda_matches_autograd_on_cuda() {
+    use cross_entropy_tch::{ManualStep, MyModel};
+    use tch::nn::{self, Module};
+    use tch::Kind;
+    if !Cuda::is_available() {
+        skip("libtorch sees no CUDA device on this machine (no GPU or no driver)");
+        return;
+    }
+    let _rng = rng_lock();
+    let gpu = Device::Cuda(0);
+    for (n, d, c, weighted) in [(10i64, 10i64, 3i64, false), (256, 784, 10, true), (33, 5, 8, true)]
+    {
+        tch::manual_seed(n);
+        let x = Tensor::randn([n, d], (Kind::Float, Device::Cpu)).to_device(gpu);
+        let y = Tensor::randint(c, [n], (Kind::Int64, Device::Cpu)).to_device(gpu);
+        let loss_fn = if weighted {
+            let w = Tensor::rand([c], (Kind::Float, Device::Cpu)) + 0.5;
+            cross_entropy_tch::CrossEntropyLoss::new().weight(w.to_device(gpu))
+        } else {
+            cross_entropy_tch::CrossEntropyLoss::new()
+        };
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let model = MyModel::new(&vs.root(), d, c);
+        vs.set_device(gpu);
+        let loss = loss_fn.forward(&model.forward(&x), &y);
+        loss.backward();
+        let (gw, gb) = (model.weight().grad().copy(), model.bias().grad().copy());
+        let manual = ManualStep::new(&model).unwrap();
+        let manual_loss = manual.f_step(&model, &loss_fn, &x, &y).unwrap();
+        let bits = |t: &Tensor| {
+            let v = Vec::<f32>::try_from(&t.to_device(Device::Cpu).flatten(0, -1)).unwrap();
+            v.into_iter().map(f32::to_bits).collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&loss), bits(&manual_loss), "{n}x{d}->{c}: loss");
+        assert_eq!(bits(&gw), bits(&model.weight().grad()), "{n}x{d}->{c}: weight gradient");
+        assert_eq!(bits(&gb), bits(&model.bias().grad()), "{n}x{d}->{c}: bias gradient");
+    }
+}
