@@ -50,6 +50,10 @@ at::Tensor* ce_linear_cross_entropy_step(const at::Tensor* x, const at::Tensor* 
     at::Tensor& log_p = *buf[1];
     at::Tensor& g_nll = *buf[2];
     at::Tensor& g_out = *buf[3];
+    // Sized here (keeping their storage when it is large enough): an out=
+    // kernel that had to resize a non-empty output would print libtorch's
+    // deprecation warning on every change of batch size.
+    for (at::Tensor* t : {&out, &log_p, &g_nll, &g_out}) t->resize_({x->size(0), w->size(0)});
     // forward: F.linear (2-D input with a bias) is addmm(b, x, W.t());
     // F.cross_entropy is log_softmax over dim 1, then nll_loss.
     at::addmm_out(out, *b, *x, w->t());

@@ -12,6 +12,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +36,15 @@ def measure(cmd, env=None):
     start = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env=None if env is None else {**os.environ, **env})
-    out, err = p.stdout.read(), p.stderr.read()
+    # Both pipes at once (stderr on a thread): reading one to its end first
+    # would block on a child that fills the other. Not communicate(): it
+    # reaps the child, whose rusage wait4 needs.
+    err = []
+    drain = threading.Thread(target=lambda: err.append(p.stderr.read()))
+    drain.start()
+    out = p.stdout.read()
+    drain.join()
+    err = err[0]
     _, status, usage = os.wait4(p.pid, 0)  # the child's own rusage
     p.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start

@@ -507,6 +507,18 @@ fn train_writes_the_plot_the_csv_and_the_checkpoint() {
     for what in ["training:  5 epochs", "final:     train loss", "confusion matrix"] {
         assert!(stdout.contains(what), "no '{what}' in:\n{stdout}");
     }
+    // Mini-batches with a shorter last batch (120 rows in 32s), through the
+    // fast step and through autograd: nothing on stderr either (libtorch
+    // once warned there on every resized step).
+    for extra in [&[][..], &["--autograd"][..]] {
+        let mut args = vec!["train", "--dataset", "iris", "--epochs", "5", "--quiet"];
+        args.extend_from_slice(&["--device", "cpu", "--batch-size", "32"]);
+        args.extend_from_slice(extra);
+        let out = run_bin(&args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stderr.is_empty(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("final:     train loss"));
+    }
 }
 
 #[test]
