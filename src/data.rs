@@ -189,13 +189,23 @@ impl Dataset {
             return Err(DataError::whole(DataProblem::IsDirectory));
         }
         let file = std::fs::File::open(path).map_err(|e| DataError::whole(DataProblem::Open(e)))?;
-        Dataset::from_reader(file, &path.display().to_string())
+        let size = file.metadata().map_or(0, |m| m.len());
+        Dataset::read(file, &path.display().to_string(), size)
     }
 
     /// Parses CSV text: numeric feature columns, an integer class label in
     /// the last column. A first line that is not all numbers is a header
     /// and is skipped; blank lines are skipped; `\r\n` line ends work.
     pub fn from_reader(reader: impl Read, name: &str) -> Result<Dataset, DataError> {
+        Dataset::read(reader, name, 0)
+    }
+
+    /// [`Dataset::from_reader`] of `size` bytes (0: unknown): after the first
+    /// data row, room for the rows that size implies (plus 10%) is reserved
+    /// at once, so the numbers are not copied into ever larger buffers as
+    /// they grow (whose old copies an allocator that keeps freed pages
+    /// would hold on to).
+    fn read(reader: impl Read, name: &str, size: u64) -> Result<Dataset, DataError> {
         let mut reader = BufReader::new(reader);
         let mut values = Vec::new();
         let mut labels = Vec::new();
@@ -236,7 +246,20 @@ impl Dataset {
                 let got = cells.len();
                 return Err(DataError::at(line_no, None, DataProblem::Ragged { got, expected }));
             }
-            if values.try_reserve(expected - 1).is_err() || labels.try_reserve(1).is_err() {
+            let rows_left = if labels.is_empty() && size > 0 {
+                // The first data row: the file's rows, estimated from its length.
+                (size / (line.len() as u64 + 1)).saturating_mul(11) / 10 + 1
+            } else {
+                1
+            };
+            let rows_left = usize::try_from(rows_left).unwrap_or(usize::MAX);
+            let reserved = values.try_reserve(rows_left.saturating_mul(expected - 1)).is_ok()
+                && labels.try_reserve(rows_left).is_ok();
+            // A reservation of the estimate that fails is only an estimate;
+            // one row that fails is out of memory.
+            if !reserved
+                && (values.try_reserve(expected - 1).is_err() || labels.try_reserve(1).is_err())
+            {
                 let rows = labels.len();
                 return Err(DataError::at(line_no, None, DataProblem::OutOfMemory { rows }));
             }

@@ -58,7 +58,15 @@ fn a_large_csv_costs_a_few_times_its_size() {
     // What the growth holds, per byte of this CSV (about 7.7 bytes per value):
     // the features once as f64 (1.05x), their f32 tensor (0.5x), the
     // standardized train and test splits (0.5x together), the labels as i64
-    // (0.1x): 2.2x, plus the allocator's slack. Measured 2.4x and 2.51x;
-    // 2.75x is that with 10% to spare. A second f64 copy would be 3.5x.
-    assert!(growth < 2.75, "peak memory grew by {growth:.2}x the file size");
+    // (0.1x): 2.2x live at most, plus the reader's 10% head-room (its
+    // vectors are reserved from the file's size). glibc's malloc returns
+    // each large temporary of the setup (the f64 vector once it is a tensor,
+    // the standardization's intermediates) to the OS when it is freed: 2.66x
+    // measured. The default build's jemalloc keeps freed pages for reuse
+    // (build-notes: it removes the large steps' page faults), so some of
+    // those temporaries stay resident: 3.40x measured. The bounds are those
+    // with 10% to spare and some more for the allocators' slack; a second
+    // f64 copy of the features held for good would be 4.5x.
+    let bound = if cfg!(feature = "jemalloc") { 3.8 } else { 2.95 };
+    assert!(growth < bound, "peak memory grew by {growth:.2}x the file size (bound {bound}x)");
 }

@@ -98,6 +98,7 @@ fn compare_all(python: &std::path::Path, cases: &[&[&str]]) {
 #[test]
 fn the_comparison_catches_one_ulp() {
     let out = run_bin(&["--json", "--device", "cpu"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_bit_equal(&doc, &doc, "identical");
     let w: f32 = doc["final"]["weight"][2][7].to_string().parse().unwrap();
