@@ -129,6 +129,11 @@ impl ManualStep {
         inputs: &Tensor,
         targets: &Tensor,
     ) -> Result<Tensor, TchError> {
+        if !ManualStep::covers(loss) {
+            return Err(TchError::Torch(
+                "ManualStep covers mean reduction without label smoothing and the default ignore_index; use loss.backward()".to_string(),
+            ));
+        }
         let weight = loss.class_weight().map_or(std::ptr::null(), |w| w.as_ptr());
         let buffers = self.buffers.each_ref().map(|t| t.as_ptr() as *mut torch_sys::C_tensor);
         // SAFETY: every pointer is a live tch tensor (or null for no class

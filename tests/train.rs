@@ -978,6 +978,19 @@ fn the_fast_step_is_bit_equal_to_autograd_for_every_covered_mix() {
         }
         assert_eq!(fast.confusion, slow.confusion, "{what}");
     }
+    // ManualStep itself refuses a loss it does not cover.
+    {
+        use cross_entropy_tch::{CrossEntropyLoss, ManualStep, MyModel};
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let model = MyModel::new(&vs.root(), 4, 3);
+        let step = ManualStep::new(&model).unwrap();
+        let x = tch::Tensor::zeros([2, 4], (tch::Kind::Float, Device::Cpu));
+        let y = tch::Tensor::from_slice(&[0i64, 2]);
+        assert!(ManualStep::covers(&CrossEntropyLoss::new()));
+        let smoothed = CrossEntropyLoss::new().label_smoothing(0.1);
+        assert!(!ManualStep::covers(&smoothed));
+        assert!(step.f_step(&model, &smoothed, &x, &y).is_err(), "a loss it does not cover");
+    }
     // Not covered: autograd, whatever fast_step says.
     let data = Dataset::bundled(Bundled::Iris).unwrap();
     for (what, config) in [
