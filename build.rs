@@ -35,14 +35,16 @@ fn main() {
 }
 
 /// The C++ that tch does not bind: csrc/rng.cpp (`torch.get_rng_state()` /
-/// `set_rng_state()` for the CPU generator) and csrc/step.cpp (the exact
-/// fast step's kernels, among them `nll_loss_forward`'s `total_weight`).
+/// `set_rng_state()` for the CPU generator), csrc/step.cpp (the exact
+/// fast step's kernels, among them `nll_loss_forward`'s `total_weight`) and
+/// csrc/optim.cpp (Adam's step with PyTorch's own scalar arguments).
 /// Built against the headers of the libtorch torch-sys found
 /// (`lib/../include`), with its C++ ABI (`LIBTORCH_CXX11_ABI`, 1 unless set:
 /// every libtorch 2.x wheel since 2.7).
 fn compile_shims(lib: &Path) {
     println!("cargo:rerun-if-changed=csrc/rng.cpp");
     println!("cargo:rerun-if-changed=csrc/step.cpp");
+    println!("cargo:rerun-if-changed=csrc/optim.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let root = lib.parent().expect("libtorch's lib dir has a parent");
     let abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
@@ -50,6 +52,7 @@ fn compile_shims(lib: &Path) {
         .cpp(true)
         .file("csrc/rng.cpp")
         .file("csrc/step.cpp")
+        .file("csrc/optim.cpp")
         .include(root.join("include"))
         .include(root.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")

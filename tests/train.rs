@@ -576,12 +576,15 @@ fn train_errors_are_one_line_and_nothing_is_written() {
 /// leaves its hidden `.NAME.tmp-PID`, but an output path never holds a cut
 /// file: each is whole or absent. Each write is held open 400 ms (the
 /// CE_COMMIT_PAUSE_MS hook) so the kills land inside them; a direct write of
-/// the outputs fails this test (tried).
+/// the outputs fails this test (tried). A start-up probe's temporary file
+/// lives for microseconds, too short for the 2 ms polls to see it in practice.
 #[test]
 fn a_killed_run_never_leaves_a_cut_output() {
     let dir = tmp("killed-final-writes");
     let mut inside_a_write = 0;
-    for delay_ms in [400u64, 700, 1000, 1300, 1600, 1900] {
+    // Timed from the first write's temporary file (the three writes take
+    // 1.2 s from there), so that a slow start-up cannot move the kills.
+    for delay_ms in [0u64, 200, 450, 650, 900, 1100] {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut child = bin()
@@ -592,6 +595,15 @@ fn a_killed_run_never_leaves_a_cut_output() {
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        // A temporary file, or an output itself (where a direct write would
+        // begin): the final writes have started.
+        let writing = || {
+            std::fs::read_dir(&dir).unwrap().any(|e| {
+                let name = e.unwrap().file_name().to_string_lossy().to_string();
+                name.contains(".tmp-") || ["m.safetensors", "p.svg", "m.csv"].contains(&&*name)
+            })
+        };
+        wait_until(|| writing() || child.try_wait().unwrap().is_some(), "the final writes");
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill(); // SIGKILL: no handler, no cleanup
         child.wait().unwrap();
@@ -615,6 +627,15 @@ fn a_killed_run_never_leaves_a_cut_output() {
         }
     }
     assert!(inside_a_write >= 2, "only {inside_a_write} kills landed inside a write");
+}
+
+/// Polls `done` every 2 ms, for at most 60 s.
+fn wait_until(mut done: impl FnMut() -> bool, what: &str) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed().as_secs() < 60, "waited 60 s for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 /// Epochs `from..` of a run's `--json` against a resumed run's, all of them
@@ -785,8 +806,11 @@ fn a_killed_run_resumes_exactly() {
     // killed runs' time is spent inside a write, and kills land there too:
     // a direct write of the checkpoint would leave a cut file that
     // --resume cannot read (tried: the test then fails).
+    // The kills are timed from the first complete checkpoint, not from the
+    // start, so that a slow start-up (a loaded machine) cannot move them all
+    // before it.
     let mut inside_a_write = 0;
-    for (k, delay_ms) in [150u64, 400, 700, 1000, 1300, 1600].into_iter().enumerate() {
+    for (k, delay_ms) in [0u64, 40, 100, 170, 250, 400].into_iter().enumerate() {
         let ck = dir.join(format!("killed-{k}.safetensors"));
         let _ = std::fs::remove_file(&ck);
         let mut child = bin()
@@ -796,6 +820,7 @@ fn a_killed_run_resumes_exactly() {
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        wait_until(|| ck.exists() || child.try_wait().unwrap().is_some(), "a first checkpoint");
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
@@ -816,7 +841,8 @@ fn a_killed_run_resumes_exactly() {
             bin().args(flags).args(["--resume", ck.to_str().unwrap()]).output().unwrap(),
             "the resumed run",
         );
-        assert_resumed_equal(&straight, &resumed, st.epoch, &format!("killed after {delay_ms} ms"));
+        let what = format!("killed {delay_ms} ms after the first checkpoint");
+        assert_resumed_equal(&straight, &resumed, st.epoch, &what);
         resumed_runs += 1;
     }
     assert!(resumed_runs >= 2, "only {resumed_runs} kill points fell inside the run");
