@@ -42,6 +42,8 @@ fn main() {
 /// (`lib/../include`), with its C++ ABI (`LIBTORCH_CXX11_ABI`, 1 unless set:
 /// every libtorch 2.x wheel since 2.7).
 fn compile_shims(lib: &Path) {
+    println!("cargo:rerun-if-changed=csrc/error.h");
+    println!("cargo:rerun-if-changed=csrc/error.cpp");
     println!("cargo:rerun-if-changed=csrc/rng.cpp");
     println!("cargo:rerun-if-changed=csrc/step.cpp");
     println!("cargo:rerun-if-changed=csrc/optim.cpp");
@@ -50,6 +52,7 @@ fn compile_shims(lib: &Path) {
     let abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
     cc::Build::new()
         .cpp(true)
+        .file("csrc/error.cpp")
         .file("csrc/rng.cpp")
         .file("csrc/step.cpp")
         .file("csrc/optim.cpp")

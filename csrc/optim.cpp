@@ -5,25 +5,15 @@
 // PyTorch's argument parser makes of them): the same kernels, the same
 // bits, in one call from Rust (src/optim.rs). No C++ exception crosses
 // into Rust.
+#include "error.h"
+
 #include <ATen/core/Tensor.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/maximum.h>
 #include <cmath>
-#include <cstring>
 #include <exception>
 
-namespace {
-thread_local char last_error[512];
-
-void remember(const char* what) {
-  std::strncpy(last_error, what, sizeof(last_error) - 1);
-  last_error[sizeof(last_error) - 1] = '\0';
-}
-}  // namespace
-
 extern "C" {
-
-const char* ce_optim_last_error() { return last_error; }
 
 // `step` is the count after `step_t += 1`; max_exp_avg_sq is null without
 // amsgrad. 0 on success, -1 on an error.
@@ -59,7 +49,7 @@ int ce_adam_step(at::Tensor* param, const at::Tensor* grad_in, at::Tensor* exp_a
     param->addcdiv_(*exp_avg, denom, -step_size);
     return 0;
   } catch (const std::exception& e) {
-    remember(e.what());
+    ce::remember(e.what());
     return -1;
   }
 }

@@ -1,6 +1,8 @@
 // The state of libtorch's default CPU generator, as `torch.get_rng_state()`
 // and `torch.set_rng_state()` read and write it (tch has neither). Used by
 // src/rng.rs; no C++ exception crosses into Rust.
+#include "error.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
@@ -10,19 +12,7 @@
 #include <exception>
 #include <mutex>
 
-namespace {
-// The last error's message, for the Rust side.
-thread_local char last_error[512];
-
-void remember(const char* what) {
-  std::strncpy(last_error, what, sizeof(last_error) - 1);
-  last_error[sizeof(last_error) - 1] = '\0';
-}
-}  // namespace
-
 extern "C" {
-
-const char* ce_rng_last_error() { return last_error; }
 
 // Copies the state into out (cap bytes) and returns its length; -1 on an
 // error, or the length needed when cap is too small (nothing copied then).
@@ -35,7 +25,7 @@ int64_t ce_cpu_rng_get_state(uint8_t* out, int64_t cap) {
     if (n <= cap) std::memcpy(out, state.data_ptr(), n);
     return n;
   } catch (const std::exception& e) {
-    remember(e.what());
+    ce::remember(e.what());
     return -1;
   }
 }
@@ -51,7 +41,7 @@ int ce_cpu_rng_set_state(const uint8_t* bytes, int64_t len) {
     gen.set_state(state);
     return 0;
   } catch (const std::exception& e) {
-    remember(e.what());
+    ce::remember(e.what());
     return -1;
   }
 }

@@ -3,6 +3,8 @@
 // reduction, no label smoothing) and its `loss.backward()`, called directly
 // in the same order with the same arguments, in one call from Rust instead
 // of ten tch wrappers. No C++ exception crosses into Rust.
+#include "error.h"
+
 #include <ATen/core/Tensor.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/_log_softmax_backward_data.h>
@@ -12,22 +14,10 @@
 #include <ATen/ops/nll_loss_backward.h>
 #include <ATen/ops/nll_loss_forward.h>
 #include <ATen/ops/sum.h>
-#include <cstring>
 #include <exception>
 #include <optional>
 
-namespace {
-thread_local char last_error[512];
-
-void remember(const char* what) {
-  std::strncpy(last_error, what, sizeof(last_error) - 1);
-  last_error[sizeof(last_error) - 1] = '\0';
-}
-}  // namespace
-
 extern "C" {
-
-const char* ce_step_last_error() { return last_error; }
 
 // Writes dL/dW into w_grad and dL/db into b_grad (both overwritten, never
 // reallocated) and returns the loss as a new tensor (owned by the caller,
@@ -72,7 +62,7 @@ at::Tensor* ce_linear_cross_entropy_step(const at::Tensor* x, const at::Tensor* 
     at::sum_out(b_view, g_out, {0}, /*keepdim=*/true);
     return new at::Tensor(std::move(loss));
   } catch (const std::exception& e) {
-    remember(e.what());
+    ce::remember(e.what());
     return nullptr;
   }
 }

@@ -29,6 +29,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod example;
+mod ffi;
 pub mod init;
 pub mod loss;
 pub mod model;

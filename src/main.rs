@@ -19,7 +19,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// next step instead of going back to the OS, and large blocks (a 4096x1000
 /// gradient is 16 MB) come from the same arenas instead of the oversize one,
 /// which returns them at once. Without this every step page-faults its large
-/// tensors in again (2.4x the faults, about 20% slower at 4096x1024->1000).
+/// tensors in again (293 k minor faults against 79 k for 12 steps at
+/// 4096x1024->1000, up to 20% slower).
 #[cfg(all(feature = "jemalloc", target_os = "linux", target_arch = "x86_64"))]
 #[export_name = "malloc_conf"]
 static JEMALLOC_CONF: &[u8; 57] = b"oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1\0";

@@ -752,8 +752,7 @@ impl Adam {
                 )
             } != 0;
             if failed {
-                let why = unsafe { std::ffi::CStr::from_ptr(ce_optim_last_error()) };
-                return Err(TchError::Torch(why.to_string_lossy().into_owned()));
+                return Err(TchError::Torch(crate::ffi::last_error()));
             }
         }
         Ok(())
@@ -761,7 +760,6 @@ impl Adam {
 }
 
 extern "C" {
-    fn ce_optim_last_error() -> *const std::os::raw::c_char;
     fn ce_adam_step(
         param: *mut torch_sys::C_tensor,
         grad: *const torch_sys::C_tensor,

@@ -10,11 +10,9 @@
 //! torch.set_rng_state(state)      # rng::set_cpu_state(&state)
 //! ```
 
-use std::ffi::CStr;
 use std::fmt;
 
 extern "C" {
-    fn ce_rng_last_error() -> *const std::os::raw::c_char;
     fn ce_cpu_rng_get_state(out: *mut u8, cap: i64) -> i64;
     fn ce_cpu_rng_set_state(bytes: *const u8, len: i64) -> std::os::raw::c_int;
 }
@@ -32,8 +30,7 @@ impl fmt::Display for RngError {
 impl std::error::Error for RngError {}
 
 fn last_error() -> RngError {
-    // SAFETY: a NUL-terminated thread-local buffer of csrc/rng.cpp.
-    RngError(unsafe { CStr::from_ptr(ce_rng_last_error()) }.to_string_lossy().into_owned())
+    RngError(crate::ffi::last_error())
 }
 
 /// `torch.get_rng_state()`: the default CPU generator's state.

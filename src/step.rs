@@ -4,11 +4,9 @@
 
 use crate::loss::CrossEntropyLoss;
 use crate::model::MyModel;
-use std::ffi::CStr;
 use tch::{Kind, Reduction, TchError, Tensor};
 
 extern "C" {
-    fn ce_step_last_error() -> *const std::os::raw::c_char;
     fn ce_linear_cross_entropy_step(
         x: *const torch_sys::C_tensor,
         y: *const torch_sys::C_tensor,
@@ -154,8 +152,7 @@ impl ManualStep {
             )
         };
         if out.is_null() {
-            let why = unsafe { CStr::from_ptr(ce_step_last_error()) };
-            return Err(TchError::Torch(why.to_string_lossy().into_owned()));
+            return Err(TchError::Torch(crate::ffi::last_error()));
         }
         // SAFETY: a tensor the C++ side allocated with `new`, as tch's own.
         Ok(unsafe { Tensor::from_ptr(out) })

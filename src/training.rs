@@ -4,7 +4,7 @@
 use crate::checkpoint::Checkpoint;
 use crate::data::{split, Dataset, SplitError, Standardizer};
 use crate::loss::{CrossEntropyLoss, LossError};
-use crate::model::{Classifier, MyModel};
+use crate::model::Classifier;
 use crate::optim::{
     self, NormType, Optimizer, OptimizerConfig, OptimizerError, OptimizerKind, OptimizerState,
 };
@@ -397,7 +397,7 @@ pub fn train_from(
         Classifier::Linear(linear)
             if config.fast_step && device == Device::Cpu && ManualStep::covers(&loss_fn) =>
         {
-            Some((ManualStep::new(linear)?, linear))
+            Some(ManualStep::new(linear)?)
         }
         _ => None,
     };
@@ -408,6 +408,10 @@ pub fn train_from(
     for (x, y) in [(&x_train, &y_train), (&x_test, &y_test)] {
         let _ = tch::no_grad(|| loss_fn.f_forward(&model.forward_t(x, false), y))?;
     }
+    // The run's whole state after an epoch (a resume checkpoint).
+    let state_at = |epoch, optimizer: &Optimizer, scheduler: &Option<Scheduler>| {
+        state_of(epoch, &model, &standardizer, optimizer, scheduler, config, data, classes)
+    };
     let start = std::time::Instant::now();
     // (Not more: a huge --epochs is the user's to stop, not an allocation.)
     let mut epochs = Vec::with_capacity(config.epochs.min(1 << 16));
@@ -476,16 +480,7 @@ pub fn train_from(
         }
         if let Some(c) = &mut checkpointing {
             if epoch % c.every.max(1) == 0 && epoch < config.epochs {
-                let st = state_of(
-                    epoch,
-                    &model,
-                    &standardizer,
-                    &optimizer,
-                    &scheduler,
-                    config,
-                    data,
-                    classes,
-                )?;
+                let st = state_at(epoch, &optimizer, &scheduler)?;
                 (c.save)(&st).map_err(TrainError::Checkpointing)?;
             }
         }
@@ -493,16 +488,7 @@ pub fn train_from(
     let seconds = start.elapsed().as_secs_f64();
 
     let confusion = confusion_matrix(&model, &x_test, &y_test, classes)?;
-    let state = state_of(
-        config.epochs,
-        &model,
-        &standardizer,
-        &optimizer,
-        &scheduler,
-        config,
-        data,
-        classes,
-    )?;
+    let state = state_at(config.epochs, &optimizer, &scheduler)?;
     Ok(TrainRun {
         config: config.clone(),
         device,
@@ -665,17 +651,17 @@ fn scheduler_config(
 /// forward, loss, zero_grad, backward, (clip,) step: the example's five
 /// lines. Returns the loss, left on the device.
 fn train_step(
-    (model, loss_fn, fast): (&Classifier, &CrossEntropyLoss, Option<&(ManualStep, &MyModel)>),
+    (model, loss_fn, fast): (&Classifier, &CrossEntropyLoss, Option<&ManualStep>),
     optimizer: &mut Optimizer,
     clip: &Clip,
     x: &Tensor,
     y: &Tensor,
 ) -> Result<Tensor, TrainError> {
-    let loss = match fast {
+    let loss = match (fast, model) {
         // The exact fast step: the same forward, loss and gradients as the
         // four lines below, without the autograd engine.
-        Some((manual, linear)) => manual.f_step(linear, loss_fn, x, y)?,
-        None => {
+        (Some(manual), Classifier::Linear(linear)) => manual.f_step(linear, loss_fn, x, y)?,
+        _ => {
             let outputs = model.forward_t(x, true); // model.train()
                                                     // The labels were checked once, before the loop.
             let loss = loss_fn.f_forward_unchecked(&outputs, y)?;

@@ -14,6 +14,15 @@ use cross_entropy_tch::example::{run_example, ExampleConfig, ExampleRun};
 use cross_entropy_tch::optim::{OptimizerConfig, OptimizerKind};
 use tch::{Cuda, Device, Tensor};
 
+/// Whether libtorch sees a GPU; if not, says so (the test then skips).
+fn gpu_or_skip() -> bool {
+    let gpu = Cuda::is_available();
+    if !gpu {
+        skip("libtorch sees no CUDA device on this machine (no GPU or no driver)");
+    }
+    gpu
+}
+
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size(), "shapes differ");
     assert!(a.numel() > 0, "nothing to compare");
@@ -62,8 +71,7 @@ fn assert_close_runs(cpu: &ExampleRun, gpu: &ExampleRun) {
 
 #[test]
 fn cuda_run_matches_cpu_run() {
-    if !Cuda::is_available() {
-        skip("libtorch sees no CUDA device on this machine (no GPU or no driver)");
+    if !gpu_or_skip() {
         return;
     }
     let _rng = rng_lock();
@@ -82,8 +90,7 @@ fn cuda_run_matches_cpu_run() {
 fn cross_entropy_loss_on_cuda_matches_cpu_and_catches_bad_targets() {
     use cross_entropy_tch::{CrossEntropyLoss, Reduction};
     use tch::Kind;
-    if !Cuda::is_available() {
-        skip("libtorch sees no CUDA device on this machine (no GPU or no driver)");
+    if !gpu_or_skip() {
         return;
     }
     let _rng = rng_lock();
@@ -149,8 +156,7 @@ fn cross_entropy_loss_on_cuda_matches_cpu_and_catches_bad_targets() {
 fn training_on_cuda_matches_cpu_within_1e_5() {
     use cross_entropy_tch::data::{Bundled, Dataset};
     use cross_entropy_tch::training::{train, TrainConfig};
-    if !Cuda::is_available() {
-        skip("libtorch sees no CUDA device on this machine (no GPU or no driver)");
+    if !gpu_or_skip() {
         return;
     }
     let _rng = rng_lock();
@@ -225,8 +231,7 @@ fn a_gpu_the_driver_sees_is_one_libtorch_sees() {
 #[test]
 fn device_requests_resolve_to_the_gpus_there_are() {
     use cross_entropy_tch::device::{DeviceError, DeviceRequest};
-    if !Cuda::is_available() {
-        skip("libtorch sees no CUDA device on this machine (no GPU or no driver)");
+    if !gpu_or_skip() {
         return;
     }
     let count = Cuda::device_count() as usize;
@@ -245,8 +250,7 @@ fn checkpoints_move_between_cuda_and_cpu() {
     use cross_entropy_tch::checkpoint::Checkpoint;
     use cross_entropy_tch::data::{Bundled, Dataset};
     use cross_entropy_tch::training::{eval, train, TrainConfig};
-    if !Cuda::is_available() {
-        skip("libtorch sees no CUDA device on this machine (no GPU or no driver)");
+    if !gpu_or_skip() {
         return;
     }
     let _rng = rng_lock();
@@ -283,8 +287,7 @@ fn the_manual_step_on_cuda_matches_autograd_on_cuda() {
     use cross_entropy_tch::{ManualStep, MyModel};
     use tch::nn::{self, Module};
     use tch::Kind;
-    if !Cuda::is_available() {
-        skip("libtorch sees no CUDA device on this machine (no GPU or no driver)");
+    if !gpu_or_skip() {
         return;
     }
     let _rng = rng_lock();
