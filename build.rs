@@ -37,12 +37,14 @@ fn main() {
 /// The C++ that tch does not bind: csrc/rng.cpp (`torch.get_rng_state()` /
 /// `set_rng_state()` for the CPU generator), csrc/step.cpp (the exact
 /// fast step's kernels, among them `nll_loss_forward`'s `total_weight`) and
-/// csrc/optim.cpp (Adam's step with PyTorch's own scalar arguments).
+/// csrc/optim.cpp (the SGD, Adam and RMSprop steps with PyTorch's own
+/// scalar arguments; csrc/below_autograd.h says how both call kernels).
 /// Built against the headers of the libtorch torch-sys found
 /// (`lib/../include`), with its C++ ABI (`LIBTORCH_CXX11_ABI`, 1 unless set:
 /// every libtorch 2.x wheel since 2.7).
 fn compile_shims(lib: &Path) {
     println!("cargo:rerun-if-changed=csrc/error.h");
+    println!("cargo:rerun-if-changed=csrc/below_autograd.h");
     println!("cargo:rerun-if-changed=csrc/error.cpp");
     println!("cargo:rerun-if-changed=csrc/rng.cpp");
     println!("cargo:rerun-if-changed=csrc/step.cpp");

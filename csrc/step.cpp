@@ -3,10 +3,10 @@
 // reduction, no label smoothing) and its `loss.backward()`, called directly
 // in the same order with the same arguments, in one call from Rust instead
 // of ten tch wrappers. No C++ exception crosses into Rust.
+#include "below_autograd.h"
 #include "error.h"
 
 #include <ATen/core/Tensor.h>
-#include <ATen/core/grad_mode.h>
 #include <ATen/ops/_log_softmax_backward_data.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/log_softmax.h>
@@ -14,6 +14,7 @@
 #include <ATen/ops/nll_loss_backward.h>
 #include <ATen/ops/nll_loss_forward.h>
 #include <ATen/ops/sum.h>
+#include <array>
 #include <exception>
 #include <optional>
 
@@ -33,7 +34,7 @@ at::Tensor* ce_linear_cross_entropy_step(const at::Tensor* x, const at::Tensor* 
                                          at::Tensor* w_grad, at::Tensor* b_grad,
                                          at::Tensor* const* buf, const at::Tensor* one) {
   try {
-    at::NoGradGuard no_grad;
+    ce::BelowAutograd below;  // (below_autograd.h)
     std::optional<at::Tensor> weight;
     if (class_weight != nullptr) weight = *class_weight;
     at::Tensor& out = *buf[0];
@@ -43,7 +44,10 @@ at::Tensor* ce_linear_cross_entropy_step(const at::Tensor* x, const at::Tensor* 
     // Sized here (keeping their storage when it is large enough): an out=
     // kernel that had to resize a non-empty output would print libtorch's
     // deprecation warning on every change of batch size.
-    for (at::Tensor* t : {&out, &log_p, &g_nll, &g_out}) t->resize_({x->size(0), w->size(0)});
+    const std::array<int64_t, 2> shape{x->size(0), w->size(0)};
+    for (at::Tensor* t : {&out, &log_p, &g_nll, &g_out}) {
+      if (t->sizes() != at::IntArrayRef(shape)) t->resize_(shape);
+    }
     // forward: F.linear (2-D input with a bias) is addmm(b, x, W.t());
     // F.cross_entropy is log_softmax over dim 1, then nll_loss.
     at::addmm_out(out, *b, *x, w->t());
@@ -60,6 +64,7 @@ at::Tensor* ce_linear_cross_entropy_step(const at::Tensor* x, const at::Tensor* 
     at::mm_out(*w_grad, g_out.t(), *x);
     at::Tensor b_view = b_grad->view({1, -1});
     at::sum_out(b_view, g_out, {0}, /*keepdim=*/true);
+    ce::bump_versions({w_grad, b_grad});
     return new at::Tensor(std::move(loss));
   } catch (const std::exception& e) {
     ce::remember(e.what());

@@ -1,16 +1,17 @@
 //! Optimizers whose updates are `torch.optim`'s, bit for bit on the CPU.
 //!
-//! - `SGD`: tch's `nn::Sgd` (libtorch's C++ SGD), which already computes
-//!   what `torch.optim.SGD` computes.
-//! - `Adam`, `AdamW` and `RMSprop`: [`Adam`] and [`RmsProp`], here. tch's
-//!   `nn::Adam`/`nn::AdamW`/`nn::RmsProp` are libtorch's C++ optimizers,
-//!   which order the arithmetic otherwise than `torch.optim`'s Python
-//!   (the single-tensor path, the default on the CPU): after a few steps
-//!   Adam's and AdamW's parameters differ in the low bits, and so do
-//!   centered RMSprop's (C++ updates the gradient average with
-//!   `mul_(alpha).add_(grad, 1 - alpha)`, Python with `lerp_(grad, 1 - alpha)`).
-//!   These run the Python's tensor operations, in its order, with its
-//!   scalars computed in f64 as Python does.
+//! [`Sgd`], [`Adam`] (also `AdamW`) and [`RmsProp`] run `torch.optim`'s
+//! single-tensor path (the default on the CPU) call for call, with its
+//! scalars as the doubles Python passes: one C++ call per parameter
+//! (`csrc/optim.cpp`), since tch's bindings drop the `alpha=`/`value=`
+//! scalars of `add`, `addcmul_` and `addcdiv_`. tch's own `nn::Adam`,
+//! `nn::AdamW` and `nn::RmsProp` are libtorch's C++ optimizers, which order
+//! the arithmetic otherwise: after a few steps Adam's and AdamW's parameters
+//! differ in the low bits, and so do centered RMSprop's (C++ updates the
+//! gradient average with `mul_(alpha).add_(grad, 1 - alpha)`, Python with
+//! `lerp_(grad, 1 - alpha)`). libtorch's C++ SGD computes `torch.optim.SGD`'s
+//! numbers, but keeps its momentum buffers where tch cannot reach them for
+//! a checkpoint.
 //!
 //! ```python
 //! optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)   # PyTorch
@@ -242,12 +243,12 @@ impl std::error::Error for OptimizerError {}
 
 /// A built optimizer: `optimizer.zero_grad()`, `optimizer.step()`.
 pub enum Optimizer {
-    /// libtorch's C++ SGD (already `torch.optim.SGD`'s updates), and its lr:
-    /// plain SGD, which keeps no state.
+    /// A tch optimizer and its lr, such as the example's `nn::Sgd` (libtorch's
+    /// C++ SGD, already `torch.optim.SGD`'s updates without momentum), which
+    /// keeps no state this crate can read: [`Optimizer::build`] never makes
+    /// one.
     Tch(nn::Optimizer, f64),
-    /// `torch.optim.SGD` with momentum, computed as the Python computes it,
-    /// so that its momentum buffers can be saved and restored (libtorch's
-    /// C++ SGD keeps them where tch cannot reach).
+    /// `torch.optim.SGD`, computed as the Python computes it.
     Sgd(Sgd),
     /// `torch.optim.Adam` / `AdamW`, computed as the Python computes it.
     Adam(Adam),
@@ -261,33 +262,10 @@ impl Optimizer {
     pub fn build(vs: &nn::VarStore, config: &OptimizerConfig) -> Result<Optimizer, TchError> {
         let c = config;
         Ok(match c.kind {
-            OptimizerKind::Sgd if c.momentum != 0.0 => Optimizer::Sgd(Sgd::new(vs, c)?),
-            OptimizerKind::Sgd => Optimizer::Tch(
-                nn::Sgd {
-                    momentum: c.momentum,
-                    dampening: c.dampening,
-                    wd: c.weight_decay,
-                    nesterov: c.nesterov,
-                }
-                .build(vs, c.lr)?,
-                c.lr,
-            ),
+            OptimizerKind::Sgd => Optimizer::Sgd(Sgd::new(vs, c)?),
             OptimizerKind::RmsProp => Optimizer::RmsProp(RmsProp::new(vs, c)?),
             OptimizerKind::Adam | OptimizerKind::AdamW => Optimizer::Adam(Adam::new(vs, c)?),
         })
-    }
-
-    /// [`Optimizer::build`], but SGD is always this crate's [`Sgd`], whose
-    /// momentum buffers [`Optimizer::state`] can read even when the
-    /// momentum is 0 at first and set later (OneCycleLR's `cycle_momentum`).
-    pub fn build_with_state(
-        vs: &nn::VarStore,
-        config: &OptimizerConfig,
-    ) -> Result<Optimizer, TchError> {
-        match config.kind {
-            OptimizerKind::Sgd => Ok(Optimizer::Sgd(Sgd::new(vs, config)?)),
-            _ => Optimizer::build(vs, config),
-        }
     }
 
     /// `optimizer.zero_grad()`: the gradients are set to None (libtorch's
@@ -295,7 +273,7 @@ impl Optimizer {
     pub fn zero_grad(&mut self) {
         match self {
             Optimizer::Tch(o, _) => o.zero_grad(),
-            Optimizer::Sgd(o) => o.update.zero_grad(),
+            Optimizer::Sgd(o) => o.zero_grad.zero_grad(),
             Optimizer::Adam(a) => a.zero_grad.zero_grad(),
             Optimizer::RmsProp(r) => r.zero_grad.zero_grad(),
         }
@@ -550,9 +528,8 @@ fn set_to_none(vs: &nn::VarStore) -> Result<nn::Optimizer, TchError> {
     nn::Sgd::default().build(vs, 0.0)
 }
 
-/// `torch.optim.SGD` (the default single-tensor path), operation for
-/// operation (`add(..., alpha=)` rebuilt as in [`Adam`] where it is not
-/// the last line):
+/// `torch.optim.SGD` (the default single-tensor path, plain, with momentum,
+/// dampening, nesterov and weight decay), operation for operation:
 ///
 /// ```python
 /// if weight_decay != 0: grad = grad.add(param, alpha=weight_decay)
@@ -563,10 +540,11 @@ fn set_to_none(vs: &nn::VarStore) -> Result<nn::Optimizer, TchError> {
 /// param.add_(grad, alpha=-lr)
 /// ```
 ///
-/// The last line is libtorch's own kernel call: each parameter's `d_p`
-/// (the `grad` above) is written into its `.grad` and a momentum-less
-/// libtorch SGD runs `p.add_(d_p, -lr)`, the fused multiply-add PyTorch's
-/// CPU kernel computes, without the f64 detour.
+/// That is `csrc/optim.cpp`, one call per parameter, with PyTorch's
+/// double scalars (as [`Adam`]). It keeps its momentum buffers where
+/// [`Optimizer::state`] can read them (libtorch's C++ SGD keeps them where
+/// tch cannot reach), also when the momentum is 0 at first and set later
+/// (OneCycleLR's `cycle_momentum`).
 pub struct Sgd {
     states: Vec<SgdState>,
     lr: f64,
@@ -574,9 +552,8 @@ pub struct Sgd {
     dampening: f64,
     weight_decay: f64,
     nesterov: bool,
-    /// libtorch's SGD without momentum or decay: `p.add_(p.grad, -lr)` for
-    /// the update, and `zero_grad` (see [`set_to_none`]).
-    update: nn::Optimizer,
+    /// For `zero_grad` (see [`set_to_none`]).
+    zero_grad: nn::Optimizer,
 }
 
 struct SgdState {
@@ -594,51 +571,42 @@ impl Sgd {
             dampening: c.dampening,
             weight_decay: c.weight_decay,
             nesterov: c.nesterov,
-            update: nn::Sgd::default().build(vs, c.lr)?,
+            zero_grad: set_to_none(vs)?,
         })
     }
 
     /// `optimizer.step()`: parameters without a gradient are skipped.
     pub fn step(&mut self) -> Result<(), TchError> {
-        let (momentum, dampening, wd) = (self.momentum, self.dampening, self.weight_decay);
-        let nesterov = self.nesterov;
-        let momentum_t = if momentum != 0.0 { Some(operand(momentum)?) } else { None };
-        tch::no_grad(|| -> Result<(), TchError> {
-            for s in &mut self.states {
-                let grad = s.param.grad();
-                if !grad.defined() {
-                    continue;
-                }
-                let mut d_p =
-                    if wd != 0.0 { add_scaled(&grad, &s.param, wd)? } else { grad.shallow_clone() };
-                if let Some(momentum_t) = &momentum_t {
-                    let buf = match s.momentum_buffer.take() {
-                        None => d_p.f_detach_copy()?, // grad.detach().clone()
-                        Some(mut buf) => {
-                            let _ = buf.f_mul_(momentum_t)?;
-                            if dampening == 0.0 {
-                                let _ = buf.f_add_(&d_p)?; // alpha 1: one rounding either way
-                                buf
-                            } else {
-                                add_scaled(&buf, &d_p, 1.0 - dampening)?
-                            }
-                        }
-                    };
-                    d_p = if nesterov {
-                        add_scaled(&d_p, &buf, momentum)?
-                    } else {
-                        buf.shallow_clone()
-                    };
-                    s.momentum_buffer = Some(buf);
-                }
-                if wd != 0.0 || momentum_t.is_some() {
-                    grad.shallow_clone().f_copy_(&d_p)?; // .grad = d_p, for the update
-                }
+        for s in &mut self.states {
+            let grad = s.param.grad();
+            if !grad.defined() {
+                continue;
             }
-            Ok(())
-        })?;
-        self.update.set_lr(self.lr);
-        self.update.step(); // param.add_(d_p, alpha=-lr)
+            let mut buf =
+                s.momentum_buffer.as_ref().map_or(std::ptr::null_mut(), |t| t.as_ptr() as *mut _);
+            // SAFETY: live tch tensors for the whole call; the C++ side
+            // updates param and the buffer in place, returns a buffer it
+            // made in `buf` (owned from here on), and catches every exception.
+            let failed = unsafe {
+                ce_sgd_step(
+                    s.param.as_ptr() as *mut _,
+                    grad.as_ptr(),
+                    &mut buf,
+                    self.lr,
+                    self.momentum,
+                    self.dampening,
+                    self.weight_decay,
+                    self.nesterov,
+                )
+            } != 0;
+            if s.momentum_buffer.is_none() && !buf.is_null() {
+                // SAFETY: a new tensor the C++ side handed over.
+                s.momentum_buffer = Some(unsafe { Tensor::from_ptr(buf) });
+            }
+            if failed {
+                return Err(TchError::Torch(crate::ffi::last_error()));
+            }
+        }
         Ok(())
     }
 }
@@ -689,15 +657,6 @@ pub struct Adam {
     eps: f64,
     /// For `zero_grad` (see [`set_to_none`]).
     zero_grad: nn::Optimizer,
-}
-
-/// The Python float `v` as ATen's binary kernels use it beside an f32
-/// tensor (`t.mul_(v)`, `t / v`, `t.add_(v)`): ATen casts such a scalar to
-/// the f32 it computes in, so a 0-dim f32 tensor holding `v as f32` gives
-/// the same bits, and skips the wrapping of a Scalar into a tensor that
-/// each scalar call costs (about 2 us against 0.6 us for tiny tensors).
-fn operand(v: f64) -> Result<Tensor, TchError> {
-    Tensor::f_from_slice(&[v as f32])?.f_reshape([])
 }
 
 impl Adam {
@@ -774,51 +733,28 @@ extern "C" {
         weight_decay: f64,
         decoupled_weight_decay: bool,
     ) -> std::os::raw::c_int;
-}
-
-/// `a.add(b, alpha=alpha)` as ATen's CPU kernel computes it, `a + alpha * b`
-/// with `alpha` as the tensors' f32. tch's `add` has no `alpha`, so:
-///
-/// - where ATen fuses the multiply-add (its AVX2 and AVX512 kernels, built
-///   with FMA: one rounding), it is computed in f64, where the product of
-///   two f32 is exact, and rounded to f32 once more (which could differ
-///   from one rounding only in a tie that the f64 rounding creates; no test
-///   has met one);
-/// - where it does not (`ATEN_CPU_CAPABILITY=default`, or a CPU without
-///   AVX2 and FMA), as `a + (alpha * b)`: two roundings, as there.
-fn add_scaled(a: &Tensor, b: &Tensor, alpha: f64) -> Result<Tensor, TchError> {
-    if a.device() != tch::Device::Cpu || aten_fuses_multiply_add() {
-        // (CUDA kernels fuse too; CUDA is not bit-exact in any case.)
-        let alpha32 = alpha as f32 as f64;
-        let wide = a
-            .f_to_kind(tch::Kind::Double)?
-            .f_add(&b.f_to_kind(tch::Kind::Double)?.f_mul_scalar(alpha32)?)?;
-        wide.f_to_kind(a.kind())
-    } else {
-        a.f_add(&b.f_mul_scalar(alpha)?)
-    }
-}
-
-/// Whether libtorch's CPU kernels run with fused multiply-adds: it picks
-/// its AVX2 or AVX512 kernels where the CPU has them (both use FMA), unless
-/// `ATEN_CPU_CAPABILITY` asks for less.
-fn aten_fuses_multiply_add() -> bool {
-    static FUSES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FUSES.get_or_init(|| {
-        let capability = std::env::var("ATEN_CPU_CAPABILITY").unwrap_or_default();
-        if capability.eq_ignore_ascii_case("default") {
-            return false;
-        }
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            true
-        }
-    })
+    fn ce_sgd_step(
+        param: *mut torch_sys::C_tensor,
+        grad: *const torch_sys::C_tensor,
+        momentum_buffer: *mut *mut torch_sys::C_tensor,
+        lr: f64,
+        momentum: f64,
+        dampening: f64,
+        weight_decay: f64,
+        nesterov: bool,
+    ) -> std::os::raw::c_int;
+    fn ce_rmsprop_step(
+        param: *mut torch_sys::C_tensor,
+        grad: *const torch_sys::C_tensor,
+        square_avg: *mut torch_sys::C_tensor,
+        grad_avg: *mut torch_sys::C_tensor,
+        momentum_buffer: *mut torch_sys::C_tensor,
+        lr: f64,
+        alpha: f64,
+        eps: f64,
+        weight_decay: f64,
+        momentum: f64,
+    ) -> std::os::raw::c_int;
 }
 
 /// One parameter's state: `state[p]` of `torch.optim.RMSprop`.
@@ -834,8 +770,7 @@ struct RmsPropState {
 }
 
 /// `torch.optim.RMSprop`, the default single-tensor path, operation for
-/// operation (the scalars of `addcmul_`/`addcdiv_`/`add` rebuilt as in
-/// [`Adam`]):
+/// operation (`csrc/optim.cpp`, one call per parameter, as [`Adam`]):
 ///
 /// ```python
 /// if weight_decay != 0: grad = grad.add(param, alpha=weight_decay)
@@ -887,47 +822,40 @@ impl RmsProp {
 
     /// `optimizer.step()`: parameters without a gradient are skipped.
     pub fn step(&mut self) -> Result<(), TchError> {
-        let (lr, alpha, eps, wd, momentum) =
-            (self.lr, self.alpha, self.eps, self.weight_decay, self.momentum);
-        tch::no_grad(|| {
-            for s in &mut self.states {
-                let grad = s.param.grad();
-                if !grad.defined() {
-                    continue;
-                }
-                if s.step == 0 && momentum > 0.0 {
-                    s.momentum_buffer = Some(s.param.f_zeros_like()?);
-                }
-                s.step += 1;
-                let grad = if wd != 0.0 { add_scaled(&grad, &s.param, wd)? } else { grad };
-                let _ = s.square_avg.f_mul_scalar_(alpha)?;
-                let _ = s.square_avg.f_addcmul_(&grad.f_mul_scalar(1.0 - alpha)?, &grad)?;
-                let mut avg = match &mut s.grad_avg {
-                    Some(grad_avg) => {
-                        let _ = grad_avg.f_lerp_(&grad, 1.0 - alpha)?;
-                        // addcmul(grad_avg, grad_avg, value=-1): -1 * x is exact.
-                        let mut centered =
-                            s.square_avg.f_addcmul(&grad_avg.f_neg()?, &*grad_avg)?;
-                        let _ = centered.f_sqrt_()?;
-                        centered
-                    }
-                    None => s.square_avg.f_sqrt()?,
-                };
-                let _ = avg.f_add_scalar_(eps)?;
-                match &mut s.momentum_buffer {
-                    Some(buf) if momentum > 0.0 => {
-                        let _ = buf.f_mul_scalar_(momentum)?;
-                        let _ = buf.f_addcdiv_(&grad, &avg)?;
-                        let updated = add_scaled(&s.param, buf, -lr)?;
-                        s.param.f_copy_(&updated)?;
-                    }
-                    _ => {
-                        let _ = s.param.f_addcdiv_(&grad.f_mul_scalar(-lr)?, &avg)?;
-                    }
-                }
+        for s in &mut self.states {
+            let grad = s.param.grad();
+            if !grad.defined() {
+                continue;
             }
-            Ok(())
-        })
+            if s.step == 0 && self.momentum > 0.0 {
+                s.momentum_buffer = Some(s.param.f_zeros_like()?);
+            }
+            s.step += 1; // step += 1
+            let ptr = |t: &Option<Tensor>| {
+                t.as_ref().map_or(std::ptr::null_mut(), |t| t.as_ptr() as *mut _)
+            };
+            // SAFETY: live tch tensors (or null where the state has none) for
+            // the whole call; the C++ side updates param and the state in
+            // place and catches every exception.
+            let failed = unsafe {
+                ce_rmsprop_step(
+                    s.param.as_ptr() as *mut _,
+                    grad.as_ptr(),
+                    s.square_avg.as_ptr() as *mut _,
+                    ptr(&s.grad_avg),
+                    ptr(&s.momentum_buffer),
+                    self.lr,
+                    self.alpha,
+                    self.eps,
+                    self.weight_decay,
+                    self.momentum,
+                )
+            } != 0;
+            if failed {
+                return Err(TchError::Torch(crate::ffi::last_error()));
+            }
+        }
+        Ok(())
     }
 }
 

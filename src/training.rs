@@ -345,15 +345,7 @@ pub fn train_from(
     let (x_test, y_test) = (to(x.index_select(0, &test_idx))?, to(y.index_select(0, &test_idx))?);
     let n_train = x_train.size()[0];
 
-    // SGD whose momentum OneCycleLR sets is this crate's, whose momentum
-    // buffers a resume state can hold.
-    let cycles_momentum =
-        matches!(config.scheduler, Some(SchedulerConfig::OneCycle { cycle_momentum: true, .. }));
-    let mut optimizer = if cycles_momentum {
-        Optimizer::build_with_state(&vs, &config.optimizer)?
-    } else {
-        Optimizer::build(&vs, &config.optimizer)?
-    };
+    let mut optimizer = Optimizer::build(&vs, &config.optimizer)?;
     // A batch larger than the split (or than i64 holds) is the whole split.
     let batch =
         config.batch_size.map_or(n_train, |b| i64::try_from(b).map_or(n_train, |b| b.min(n_train)));

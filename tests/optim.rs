@@ -124,6 +124,73 @@ fn rmsprop_centered_with_momentum_matches_the_formulas_in_f64() {
     }
 }
 
+/// SGD with weight decay and momentum (with dampening, then nesterov),
+/// three steps (the first makes the momentum buffer, the next two update
+/// it), against the formulas in f64:
+///
+/// ```python
+/// g = g + wd * p
+/// buf = g if first else momentum * buf + (1 - dampening) * g
+/// p -= lr * (g + momentum * buf if nesterov else buf)
+/// ```
+#[test]
+fn sgd_with_momentum_dampening_nesterov_and_decay_matches_the_formulas_in_f64() {
+    let p0 = [0.5f32, -1.25, 2.0];
+    let grads = [[0.1f32, -0.3, 0.7], [-0.2, 0.05, 0.7], [0.4, 0.1, -0.6]];
+    for (dampening, nesterov) in [(0.25, false), (0.0, true), (0.0, false)] {
+        let mut c = OptimizerConfig::new(OptimizerKind::Sgd);
+        (c.lr, c.momentum, c.dampening, c.nesterov, c.weight_decay) =
+            (0.05, 0.9, dampening, nesterov, 0.01);
+        let (vs, var) = one_param(&p0);
+        let mut opt = Optimizer::build(&vs, &c).unwrap();
+        for g in &grads {
+            step_with_grad(&mut opt, &var, g);
+        }
+        let got = Vec::<f32>::try_from(&var.detach()).unwrap();
+        for i in 0..p0.len() {
+            let (mut p, mut buf) = (p0[i] as f64, None::<f64>);
+            for g in &grads {
+                let g = g[i] as f64 + 0.01 * p;
+                let b = buf.map_or(g, |b| 0.9 * b + (1.0 - dampening) * g);
+                buf = Some(b);
+                p -= 0.05 * if nesterov { g + 0.9 * b } else { b };
+            }
+            let what = format!("sgd dampening {dampening} nesterov {nesterov} p[{i}]");
+            assert_close(got[i] as f64, p, 1e-6, 1e-6, &what);
+        }
+        // The buffer is the optimizer's state, as PyTorch's state_dict has it.
+        let state = opt.state().unwrap();
+        assert!(state.params.iter().all(|p| p.tensors.iter().any(|(n, _)| n == "momentum_buffer")));
+    }
+}
+
+/// A step updates the parameters in place, as `torch.optim` does, and so
+/// bumps their version counters: a graph that saved a parameter before the
+/// step refuses its backward afterwards instead of computing a wrong
+/// gradient (the steps run below libtorch's autograd layer and bump the
+/// counters themselves, `csrc/below_autograd.h`).
+///
+/// ```python
+/// loss2 = (p * p).sum(); opt.step(); loss2.backward()
+/// # RuntimeError: one of the variables needed for gradient computation
+/// # has been modified by an inplace operation
+/// ```
+#[test]
+fn a_step_bumps_the_version_of_what_it_updates_in_place() {
+    for kind in OptimizerKind::ALL {
+        let mut c = OptimizerConfig::new(kind);
+        c.momentum =
+            if kind == OptimizerKind::Adam || kind == OptimizerKind::AdamW { 0.0 } else { 0.9 };
+        let (vs, var) = one_param(&[0.5, -1.0]);
+        let mut opt = Optimizer::build(&vs, &c).unwrap();
+        step_with_grad(&mut opt, &var, &[0.1, 0.2]);
+        let saved = (&var * &var).sum(Kind::Float);
+        step_with_grad(&mut opt, &var, &[0.1, 0.2]);
+        let err = saved.f_backward().expect_err(&format!("{kind}: backward after a step"));
+        assert!(err.to_string().contains("modified by an inplace operation"), "{kind}: {err}");
+    }
+}
+
 /// The trap: tch's `nn::Adam` (libtorch's C++ Adam) is not
 /// `torch.optim.Adam`. After 20 steps of the example's model and batch,
 /// its parameters differ from ours in the low bits (ours are PyTorch's,
