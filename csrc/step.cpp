@@ -1,42 +1,66 @@
 // The exact fast step of src/step.rs (`ManualStep`): the ATen kernels that
-// autograd runs for `F.cross_entropy(F.linear(x, W, b), y, weight)` (mean
-// reduction, no label smoothing) and its `loss.backward()`, called directly
-// in the same order with the same arguments, in one call from Rust instead
-// of ten tch wrappers. No C++ exception crosses into Rust.
+// autograd runs for a stack of Linear layers (ReLU and Dropout between
+// them, as `model::Mlp`; one Linear is the example's `MyModel`) under
+// `F.cross_entropy(·, y, weight)` (mean reduction, no label smoothing) and
+// its `loss.backward()`, called directly in the same order with the same
+// arguments, in one call from Rust instead of tens of tch wrappers and the
+// autograd engine. No C++ exception crosses into Rust.
 #include "below_autograd.h"
 #include "error.h"
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_log_softmax_backward_data.h>
 #include <ATen/ops/addmm.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/log_softmax.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/nll_loss_backward.h>
 #include <ATen/ops/nll_loss_forward.h>
+#include <ATen/ops/relu.h>
 #include <ATen/ops/sum.h>
+#include <ATen/ops/threshold_backward.h>
 #include <array>
 #include <exception>
 #include <optional>
+#include <vector>
+
+namespace {
+
+// AddmmBackward0's gradient for mat1 (the layer's input), with mat2 = W.t():
+// autograd's mm_mat1_backward, which answers a column-major mat1 (a 1 x 1
+// input is one) in column order.
+at::Tensor mat1_backward(const at::Tensor& grad, const at::Tensor& mat2, const at::Tensor& mat1) {
+  if (mat1.stride(0) == 1 && mat1.stride(1) == mat1.size(0)) return mat2.mm(grad.t()).t();
+  return grad.mm(mat2.t());
+}
+
+}  // namespace
 
 extern "C" {
 
-// Writes dL/dW into w_grad and dL/db into b_grad (both overwritten, never
-// reallocated) and returns the loss as a new tensor (owned by the caller,
-// as tch's C API hands out tensors); nullptr on an error. The step's large
-// intermediates go into the caller's buffers (buf[0..4]: logits, log_p and
-// the two gradients; resized to the batch, kept between steps): the same
-// kernels as the functional calls autograd makes (their `out=` forms), so
-// the same bits, without allocating and page-faulting ~4 x N x C floats a
-// step. `one` is the scalar 1 that seeds loss.backward().
-at::Tensor* ce_linear_cross_entropy_step(const at::Tensor* x, const at::Tensor* y,
-                                         const at::Tensor* w, const at::Tensor* b,
-                                         const at::Tensor* class_weight,  // may be null
-                                         at::Tensor* w_grad, at::Tensor* b_grad,
-                                         at::Tensor* const* buf, const at::Tensor* one) {
+// One training step's forward and backward through `layers` Linear layers
+// (w[i], b[i]; between two layers relu, then dropout with probability
+// `dropout` when it is > 0, drawing its mask from the default generator as
+// at::dropout does on the CPU). Writes dL/dW_i into w_grad[i] and dL/db_i
+// into b_grad[i] (overwritten, never reallocated) and returns the loss as
+// a new tensor (owned by the caller, as tch's C API hands out tensors);
+// nullptr on an error. The last layer's large intermediates go into the
+// caller's buffers (buf[0..4]: logits, log_p and their two gradients;
+// resized to the batch, kept between steps): the same kernels as the
+// functional calls autograd makes (their `out=` forms), so the same bits,
+// without allocating and page-faulting ~4 x N x C floats a step. `one` is
+// the scalar 1 that seeds loss.backward().
+at::Tensor* ce_cross_entropy_step(const at::Tensor* x, const at::Tensor* y, int64_t layers,
+                                  const at::Tensor* const* w, const at::Tensor* const* b,
+                                  double dropout,
+                                  const at::Tensor* class_weight,  // may be null
+                                  at::Tensor* const* w_grad, at::Tensor* const* b_grad,
+                                  at::Tensor* const* buf, const at::Tensor* one) {
   try {
     ce::BelowAutograd below;  // (below_autograd.h)
     std::optional<at::Tensor> weight;
     if (class_weight != nullptr) weight = *class_weight;
+    const int64_t last = layers - 1;
     at::Tensor& out = *buf[0];
     at::Tensor& log_p = *buf[1];
     at::Tensor& g_nll = *buf[2];
@@ -44,27 +68,53 @@ at::Tensor* ce_linear_cross_entropy_step(const at::Tensor* x, const at::Tensor* 
     // Sized here (keeping their storage when it is large enough): an out=
     // kernel that had to resize a non-empty output would print libtorch's
     // deprecation warning on every change of batch size.
-    const std::array<int64_t, 2> shape{x->size(0), w->size(0)};
+    const std::array<int64_t, 2> shape{x->size(0), w[last]->size(0)};
     for (at::Tensor* t : {&out, &log_p, &g_nll, &g_out}) {
       if (t->sizes() != at::IntArrayRef(shape)) t->resize_(shape);
     }
-    // forward: F.linear (2-D input with a bias) is addmm(b, x, W.t());
+
+    // forward. F.linear (2-D input with a bias) is addmm(b, h, W.t()); each
+    // hidden layer's output goes through relu, then (train mode, 0 < p < 1)
+    // at::dropout's CPU path: noise = empty_like(h).bernoulli_(1 - p),
+    // noise.div_(1 - p), h * noise. inputs[i] is layer i's input.
+    std::vector<at::Tensor> inputs{*x}, relu_out, noise;
+    for (int64_t i = 0; i < last; i++) {
+      relu_out.push_back(at::relu(at::addmm(*b[i], inputs.back(), w[i]->t())));
+      if (dropout > 0) {
+        noise.push_back(at::empty_like(relu_out.back()));
+        noise.back().bernoulli_(1 - dropout);
+        noise.back().div_(1 - dropout);
+        inputs.push_back(relu_out.back().mul(noise.back()));
+      } else {
+        inputs.push_back(relu_out.back());
+      }
+    }
+    at::addmm_out(out, *b[last], inputs.back(), w[last]->t());
     // F.cross_entropy is log_softmax over dim 1, then nll_loss.
-    at::addmm_out(out, *b, *x, w->t());
     at::log_softmax_out(log_p, out, 1, out.scalar_type());
     auto [loss, total_weight] = at::nll_loss_forward(log_p, *y, weight, at::Reduction::Mean, -100);
+
     // loss.backward(): the seed gradient of a scalar root is ones_like(loss).
     // NllLossBackward0, then LogSoftmaxBackward0:
     at::nll_loss_backward_out(g_nll, *one, log_p, *y, weight, at::Reduction::Mean, -100,
                               total_weight);
     at::_log_softmax_backward_data_out(g_out, g_nll, log_p, 1, out.scalar_type());
-    // AddmmBackward0 + TBackward0 for W: mm_mat2_backward picks g.t().mm(x)
-    // for W.t()'s strides. The broadcast bias: sum_to(g, [C]), that is
-    // g.sum([0], keepdim=true) viewed as [C].
-    at::mm_out(*w_grad, g_out.t(), *x);
-    at::Tensor b_view = b_grad->view({1, -1});
-    at::sum_out(b_view, g_out, {0}, /*keepdim=*/true);
-    ce::bump_versions({w_grad, b_grad});
+    at::Tensor g = g_out;
+    for (int64_t i = last; i >= 0; i--) {
+      // AddmmBackward0 + TBackward0 for W: mm_mat2_backward picks g.t().mm(h)
+      // for W.t()'s strides. The broadcast bias: sum_to(g, [out]), that is
+      // g.sum([0], keepdim=true) viewed as [out].
+      at::mm_out(*w_grad[i], g.t(), inputs[i]);
+      at::Tensor b_view = b_grad[i]->view({1, -1});
+      at::sum_out(b_view, g, {0}, /*keepdim=*/true);
+      if (i == 0) break;  // x needs no gradient
+      // AddmmBackward0 for the layer's input, MulBackward0 for the dropout
+      // (grad * noise), ReluBackward0 (threshold_backward on relu's result):
+      at::Tensor g_in = mat1_backward(g, w[i]->t(), inputs[i]);
+      if (dropout > 0) g_in = g_in.mul(noise[i - 1]);
+      g = at::threshold_backward(g_in, relu_out[i - 1], 0);
+    }
+    for (int64_t i = 0; i < layers; i++) ce::bump_versions({w_grad[i], b_grad[i]});
     return new at::Tensor(std::move(loss));
   } catch (const std::exception& e) {
     ce::remember(e.what());

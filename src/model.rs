@@ -148,12 +148,48 @@ impl Classifier {
             Classifier::Mlp(Mlp::new(path, features, hidden, classes, dropout))
         }
     }
+}
 
+/// A model made of Linear layers, input to output, with a ReLU and then a
+/// Dropout between two layers: [`MyModel`] (one layer), [`Mlp`], and so
+/// [`Classifier`]. What checkpoints copy, and what the exact fast step
+/// ([`crate::ManualStep`]) computes the gradients of.
+pub trait LinearStack {
     /// The Linear layers, input to output.
-    pub fn linears(&self) -> Vec<&nn::Linear> {
+    fn linears(&self) -> Vec<&nn::Linear>;
+    /// The Dropout probability after each hidden layer (0: no Dropout).
+    fn dropout(&self) -> f64;
+}
+
+impl LinearStack for MyModel {
+    fn linears(&self) -> Vec<&nn::Linear> {
+        vec![&self.linear]
+    }
+    fn dropout(&self) -> f64 {
+        0.0
+    }
+}
+
+impl LinearStack for Mlp {
+    fn linears(&self) -> Vec<&nn::Linear> {
+        self.layers.iter().collect()
+    }
+    fn dropout(&self) -> f64 {
+        self.dropout
+    }
+}
+
+impl LinearStack for Classifier {
+    fn linears(&self) -> Vec<&nn::Linear> {
         match self {
-            Classifier::Linear(m) => vec![&m.linear],
-            Classifier::Mlp(m) => m.layers.iter().collect(),
+            Classifier::Linear(m) => m.linears(),
+            Classifier::Mlp(m) => m.linears(),
+        }
+    }
+    fn dropout(&self) -> f64 {
+        match self {
+            Classifier::Linear(m) => m.dropout(),
+            Classifier::Mlp(m) => m.dropout(),
         }
     }
 }

@@ -3,18 +3,20 @@
 //! gradients of `loss.backward()`.
 
 use crate::loss::CrossEntropyLoss;
-use crate::model::MyModel;
+use crate::model::LinearStack;
 use tch::{Kind, Reduction, TchError, Tensor};
 
 extern "C" {
-    fn ce_linear_cross_entropy_step(
+    fn ce_cross_entropy_step(
         x: *const torch_sys::C_tensor,
         y: *const torch_sys::C_tensor,
-        w: *const torch_sys::C_tensor,
-        b: *const torch_sys::C_tensor,
+        layers: i64,
+        w: *const *const torch_sys::C_tensor,
+        b: *const *const torch_sys::C_tensor,
+        dropout: f64,
         class_weight: *const torch_sys::C_tensor,
-        w_grad: *mut torch_sys::C_tensor,
-        b_grad: *mut torch_sys::C_tensor,
+        w_grad: *const *mut torch_sys::C_tensor,
+        b_grad: *const *mut torch_sys::C_tensor,
         buf: *const *mut torch_sys::C_tensor,
         one: *const torch_sys::C_tensor,
     ) -> *mut torch_sys::C_tensor;
@@ -59,20 +61,29 @@ impl std::str::FromStr for Backward {
     }
 }
 
-/// The backward pass of `cross_entropy(linear(x, W, b), y)` without the
-/// autograd engine: the ATen kernels that autograd runs for it, called in the
-/// same order with the same arguments (`csrc/step.cpp`, one call), writing
-/// the gradients into `W.grad` and `b.grad` for `optimizer.step()`:
+/// The backward pass of `cross_entropy(model(x), y)` without the autograd
+/// engine, for a model of Linear layers ([`LinearStack`]: the example's
+/// `MyModel`, or `model::Mlp` with its ReLUs and Dropouts): the ATen kernels
+/// that autograd runs for it, called in the same order with the same
+/// arguments (`csrc/step.cpp`, one call), writing the gradients into each
+/// layer's `W.grad` and `b.grad` for `optimizer.step()`:
 ///
-/// - forward: `addmm(b, x, W.t())`, `log_softmax(·, 1)`, `nll_loss_forward`
-///   (which also gives the mean's `total_weight`: the batch size, or the sum
-///   of the targets' class weights);
+/// - forward, layer by layer: `addmm(b, h, W.t())` (`F.linear`), and between
+///   two layers `relu`, then in train mode the Dropout's `empty_like(h)
+///   .bernoulli_(1 - p)`, `div_(1 - p)`, `h * noise` (PyTorch's CPU
+///   dropout, drawing from the default generator in the same order); then
+///   `log_softmax(·, 1)`, `nll_loss_forward` (which also gives the mean's
+///   `total_weight`: the batch size, or the sum of the targets' class
+///   weights);
 /// - `NllLossBackward0`: `nll_loss_backward(1, log_p, y, weight, Mean, -100,
 ///   total_weight)`;
 /// - `LogSoftmaxBackward0`: `_log_softmax_backward_data(g, log_p, 1, Float)`;
-/// - `AddmmBackward0` + `TBackward0` for `W`: `g.t().mm(x)` (autograd's
-///   `mm_mat2_backward` picks this form for `W.t()`'s strides);
-/// - the broadcast bias: `sum_to(g, [C])`, that is `g.sum([0], keepdim=true)`.
+/// - for each layer, last to first: `AddmmBackward0` + `TBackward0` for `W`,
+///   `g.t().mm(h)` (autograd's `mm_mat2_backward` picks this form for
+///   `W.t()`'s strides); the broadcast bias, `sum_to(g, [out])`, that is
+///   `g.sum([0], keepdim=true)`; then, below the first layer, the input's
+///   gradient `g.mm(W)` (`mm_mat1_backward`), `MulBackward0` (`g * noise`)
+///   and `ReluBackward0` (`threshold_backward(g, relu_out, 0)`).
 ///
 /// So the gradients, and the parameters after `optimizer.step()` (any
 /// optimizer, and gradient clipping, which read `.grad`), are bit for bit
@@ -81,10 +92,12 @@ impl std::str::FromStr for Backward {
 /// caller falls back to autograd for the rest. Never call
 /// `optimizer.zero_grad()` in between: it would drop the gradient buffers.
 pub struct ManualStep {
-    weight_grad: Tensor,
-    bias_grad: Tensor,
-    /// The step's intermediates (logits, log-probabilities and their two
-    /// gradients), resized to the batch and kept between steps: no
+    /// Each layer's `(W.grad, b.grad)`, input to output.
+    grads: Vec<(Tensor, Tensor)>,
+    /// The Dropout probability between layers, the model's.
+    dropout: f64,
+    /// The last layer's intermediates (logits, log-probabilities and their
+    /// two gradients), resized to the batch and kept between steps: no
     /// allocation, and no page faults, per step.
     buffers: [Tensor; 4],
     /// The scalar 1 that seeds `loss.backward()`.
@@ -93,16 +106,31 @@ pub struct ManualStep {
 
 impl ManualStep {
     /// Creates zero gradients for the model's parameters (one backward of
-    /// `0 * (sum W + sum b)`), which later steps overwrite in place.
-    pub fn new(model: &MyModel) -> Result<ManualStep, TchError> {
-        let (w, b) = (model.weight(), model.bias());
-        (w.f_sum(Kind::Float)? * 0.0 + b.f_sum(Kind::Float)? * 0.0).f_backward()?;
-        let empty = || Tensor::f_empty([0], (w.kind(), w.device()));
+    /// `0 * sum(W) + 0 * sum(b)` over the layers), which later steps
+    /// overwrite in place.
+    pub fn new(model: &impl LinearStack) -> Result<ManualStep, TchError> {
+        let layers = model.linears();
+        let mut zero: Option<Tensor> = None;
+        for layer in &layers {
+            for p in linear_params(layer)? {
+                let term = p.f_sum(Kind::Float)? * 0.0;
+                zero = Some(match zero {
+                    Some(z) => z + term,
+                    None => term,
+                });
+            }
+        }
+        zero.ok_or_else(|| TchError::Torch("a model without layers".to_string()))?.f_backward()?;
+        let first = &layers[0].ws;
+        let empty = || Tensor::f_empty([0], (first.kind(), first.device()));
         Ok(ManualStep {
-            weight_grad: w.grad(),
-            bias_grad: b.grad(),
+            grads: layers
+                .iter()
+                .map(|l| Ok((l.ws.grad(), linear_params(l)?[1].grad())))
+                .collect::<Result<_, TchError>>()?,
+            dropout: model.dropout(),
             buffers: [empty()?, empty()?, empty()?, empty()?],
-            one: Tensor::f_ones([], (w.kind(), w.device()))?,
+            one: Tensor::f_ones([], (first.kind(), first.device()))?,
         })
     }
 
@@ -116,13 +144,14 @@ impl ManualStep {
             && loss.ignored_index() == CrossEntropyLoss::new().ignored_index()
     }
 
-    /// Forward and backward of one step with `loss`'s class weights, into
-    /// the gradient buffers; returns the loss, as the forward would. Only
-    /// for a loss that [`ManualStep::covers`], with inputs and targets that
+    /// Forward (in train mode) and backward of one step of `model` (the
+    /// model this step was made for) with `loss`'s class weights, into the
+    /// gradient buffers; returns the loss, as the forward would. Only for a
+    /// loss that [`ManualStep::covers`], with inputs and targets that
     /// `loss` has checked.
     pub fn f_step(
         &self,
-        model: &MyModel,
+        model: &impl LinearStack,
         loss: &CrossEntropyLoss,
         inputs: &Tensor,
         targets: &Tensor,
@@ -132,21 +161,42 @@ impl ManualStep {
                 "ManualStep covers mean reduction without label smoothing and the default ignore_index; use loss.backward()".to_string(),
             ));
         }
+        let layers = model.linears();
+        if layers.len() != self.grads.len() || model.dropout() != self.dropout {
+            return Err(TchError::Torch(format!(
+                "ManualStep was made for {} layers with dropout {}, the model has {} with dropout {}",
+                self.grads.len(),
+                self.dropout,
+                layers.len(),
+                model.dropout()
+            )));
+        }
+        let mut biases = Vec::with_capacity(layers.len());
+        for layer in &layers {
+            biases.push(linear_params(layer)?[1]);
+        }
+        let w: Vec<_> = layers.iter().map(|l| l.ws.as_ptr()).collect();
+        let b: Vec<_> = biases.iter().map(|t| t.as_ptr()).collect();
+        let w_grad: Vec<_> = self.grads.iter().map(|(g, _)| g.as_ptr() as *mut _).collect();
+        let b_grad: Vec<_> = self.grads.iter().map(|(_, g)| g.as_ptr() as *mut _).collect();
         let weight = loss.class_weight().map_or(std::ptr::null(), |w| w.as_ptr());
         let buffers = self.buffers.each_ref().map(|t| t.as_ptr() as *mut torch_sys::C_tensor);
         // SAFETY: every pointer is a live tch tensor (or null for no class
-        // weights) for the whole call; the C++ side writes only the gradient
-        // tensors and the buffers (in place, through `out=` kernels), catches
-        // every exception, and hands back a new tensor that we own.
+        // weights) for the whole call, and each array holds `layers.len()`
+        // of them; the C++ side writes only the gradient tensors and the
+        // buffers (in place, through `out=` kernels), catches every
+        // exception, and hands back a new tensor that we own.
         let out = unsafe {
-            ce_linear_cross_entropy_step(
+            ce_cross_entropy_step(
                 inputs.as_ptr(),
                 targets.as_ptr(),
-                model.weight().as_ptr(),
-                model.bias().as_ptr(),
+                layers.len() as i64,
+                w.as_ptr(),
+                b.as_ptr(),
+                self.dropout,
                 weight,
-                self.weight_grad.as_ptr() as *mut _,
-                self.bias_grad.as_ptr() as *mut _,
+                w_grad.as_ptr(),
+                b_grad.as_ptr(),
                 buffers.as_ptr(),
                 self.one.as_ptr(),
             )
@@ -160,7 +210,15 @@ impl ManualStep {
 
     /// The example's step (`nn.CrossEntropyLoss()`): [`ManualStep::f_step`]
     /// with the plain loss, panicking on an error as tch's calls do.
-    pub fn gradients(&self, model: &MyModel, inputs: &Tensor, targets: &Tensor) {
+    pub fn gradients(&self, model: &impl LinearStack, inputs: &Tensor, targets: &Tensor) {
         let _ = self.f_step(model, &CrossEntropyLoss::new(), inputs, targets).unwrap();
+    }
+}
+
+/// A layer's `[W, b]`: `F.linear` with a bias, as every layer here has.
+fn linear_params(layer: &tch::nn::Linear) -> Result<[&Tensor; 2], TchError> {
+    match &layer.bs {
+        Some(b) => Ok([&layer.ws, b]),
+        None => Err(TchError::Torch("ManualStep needs Linear layers with a bias".to_string())),
     }
 }

@@ -4,7 +4,7 @@
 use crate::checkpoint::Checkpoint;
 use crate::data::{split, Dataset, SplitError, Standardizer};
 use crate::loss::{CrossEntropyLoss, LossError};
-use crate::model::Classifier;
+use crate::model::{Classifier, LinearStack};
 use crate::optim::{
     self, NormType, Optimizer, OptimizerConfig, OptimizerError, OptimizerKind, OptimizerState,
 };
@@ -385,13 +385,10 @@ pub fn train_from(
     // The exact fast step where it covers the run: one call beside the
     // autograd step (`train_step`), with the same numbers. On the CPU only
     // until a GPU run has checked it there (tests/cuda.rs has the check).
-    let fast = match &model {
-        Classifier::Linear(linear)
-            if config.fast_step && device == Device::Cpu && ManualStep::covers(&loss_fn) =>
-        {
-            Some(ManualStep::new(linear)?)
-        }
-        _ => None,
+    let fast = if config.fast_step && device == Device::Cpu && ManualStep::covers(&loss_fn) {
+        Some(ManualStep::new(&model)?)
+    } else {
+        None
     };
     let backward = if fast.is_some() { Backward::Manual } else { Backward::Autograd };
 
@@ -649,11 +646,11 @@ fn train_step(
     x: &Tensor,
     y: &Tensor,
 ) -> Result<Tensor, TrainError> {
-    let loss = match (fast, model) {
+    let loss = match fast {
         // The exact fast step: the same forward, loss and gradients as the
         // four lines below, without the autograd engine.
-        (Some(manual), Classifier::Linear(linear)) => manual.f_step(linear, loss_fn, x, y)?,
-        _ => {
+        Some(manual) => manual.f_step(model, loss_fn, x, y)?,
+        None => {
             let outputs = model.forward_t(x, true); // model.train()
                                                     // The labels were checked once, before the loop.
             let loss = loss_fn.f_forward_unchecked(&outputs, y)?;

@@ -915,9 +915,11 @@ fn pt_state_dicts_load_as_in_pytorch_and_nothing_in_them_runs() {
 /// step, for every mix it covers: each optimizer (with momentum, nesterov,
 /// weight decay, AMSGrad, centered), class weights, both clippings, a
 /// per-batch scheduler, mini-batches with a short last batch and the full
-/// batch. Every epoch's metrics and the final parameters are bit-equal, and
-/// the run says which step it took; hidden layers and label smoothing take
-/// the autograd step.
+/// batch; and the MLP with and without dropout (its masks drawn in the same
+/// order), down to a 1 x 1 hidden input (hidden size 1, a last batch of one
+/// row), which autograd's `mm_mat1_backward` treats as column-major. Every
+/// epoch's metrics and the final parameters are bit-equal, and the run says
+/// which step it took; label smoothing takes the autograd step.
 #[test]
 fn the_fast_step_is_bit_equal_to_autograd_for_every_covered_mix() {
     use cross_entropy_tch::data::{Bundled, Dataset};
@@ -980,6 +982,31 @@ fn the_fast_step_is_bit_equal_to_autograd_for_every_covered_mix() {
                 ..base.clone()
             },
         ),
+        (
+            "mlp, dropout, sgd momentum",
+            Bundled::Digits,
+            TrainConfig {
+                hidden: vec![64, 32],
+                dropout: 0.2,
+                optimizer: OptimizerConfig { momentum: 0.9, ..opt(OptimizerKind::Sgd) },
+                ..base.clone()
+            },
+        ),
+        (
+            "mlp, hidden 1, dropout 0.5, a last batch of one row",
+            Bundled::Iris,
+            TrainConfig { hidden: vec![1], dropout: 0.5, batch_size: Some(7), ..base.clone() },
+        ),
+        (
+            "mlp without dropout, adam, class weights",
+            Bundled::Wine,
+            TrainConfig {
+                hidden: vec![16],
+                optimizer: opt(OptimizerKind::Adam),
+                class_weights: Some(vec![0.5, 2.0, 1.0]),
+                ..base.clone()
+            },
+        ),
     ];
     for (what, which, config) in mixes {
         let data = Dataset::bundled(which).unwrap();
@@ -1020,8 +1047,11 @@ fn the_fast_step_is_bit_equal_to_autograd_for_every_covered_mix() {
     // Not covered: autograd, whatever fast_step says.
     let data = Dataset::bundled(Bundled::Iris).unwrap();
     for (what, config) in [
-        ("hidden layers", TrainConfig { hidden: vec![8], ..base.clone() }),
         ("label smoothing", TrainConfig { label_smoothing: 0.1, ..base.clone() }),
+        (
+            "mlp, label smoothing",
+            TrainConfig { label_smoothing: 0.1, hidden: vec![8], ..base.clone() },
+        ),
     ] {
         let run = train(&data, &config, Device::Cpu, None, |_| {}).unwrap();
         assert_eq!(run.backward, Backward::Autograd, "{what}");
