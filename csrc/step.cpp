@@ -1,8 +1,8 @@
 // The exact fast step of src/step.rs (`ManualStep`): the ATen kernels that
 // autograd runs for a stack of Linear layers (ReLU and Dropout between
 // them, as `model::Mlp`; one Linear is the example's `MyModel`) under
-// `F.cross_entropy(·, y, weight)` (mean reduction, no label smoothing) and
-// its `loss.backward()`, called directly in the same order with the same
+// `F.cross_entropy(·, y, weight, label_smoothing=ε)` (mean reduction, the
+// default ignore_index) and its `loss.backward()`, called directly in the same order with the same
 // arguments, in one call from Rust instead of tens of tch wrappers and the
 // autograd engine. No C++ exception crosses into Rust.
 #include "below_autograd.h"
@@ -10,6 +10,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_log_softmax_backward_data.h>
+#include <ATen/ops/add.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/log_softmax.h>
@@ -54,6 +55,7 @@ at::Tensor* ce_cross_entropy_step(const at::Tensor* x, const at::Tensor* y, int6
                                   const at::Tensor* const* w, const at::Tensor* const* b,
                                   double dropout,
                                   const at::Tensor* class_weight,  // may be null
+                                  double label_smoothing,
                                   at::Tensor* const* w_grad, at::Tensor* const* b_grad,
                                   at::Tensor* const* buf, const at::Tensor* one) {
   try {
@@ -93,12 +95,50 @@ at::Tensor* ce_cross_entropy_step(const at::Tensor* x, const at::Tensor* y, int6
     // F.cross_entropy is log_softmax over dim 1, then nll_loss.
     at::log_softmax_out(log_p, out, 1, out.scalar_type());
     auto [loss, total_weight] = at::nll_loss_forward(log_p, *y, weight, at::Reduction::Mean, -100);
-
-    // loss.backward(): the seed gradient of a scalar root is ones_like(loss).
-    // NllLossBackward0, then LogSoftmaxBackward0:
-    at::nll_loss_backward_out(g_nll, *one, log_p, *y, weight, at::Reduction::Mean, -100,
-                              total_weight);
-    at::_log_softmax_backward_data_out(g_out, g_nll, log_p, 1, out.scalar_type());
+    if (label_smoothing == 0) {
+      // loss.backward(): the seed gradient of a scalar root is
+      // ones_like(loss). NllLossBackward0, then LogSoftmaxBackward0:
+      at::nll_loss_backward_out(g_nll, *one, log_p, *y, weight, at::Reduction::Mean, -100,
+                                total_weight);
+      at::_log_softmax_backward_data_out(g_out, g_nll, log_p, 1, out.scalar_type());
+    } else {
+      // With label smoothing, cross_entropy adds the smoothing term: the
+      // calls ATen's cross_entropy_loss_label_smoothing makes, forward, and
+      // autograd's for them, backward (as a TorchDispatchMode trace of
+      // PyTorch's own step lists them, scripts/trace_step.py).
+      const double eps = label_smoothing;
+      const int64_t classes = log_p.size(1);
+      at::Tensor ignore_mask = y->eq(-100);
+      at::Tensor w_row, smooth, denom;
+      if (weight) {
+        w_row = weight->view({1, classes});
+        smooth = log_p.mul(w_row).sum({1}).neg();  // -(input * weight_).sum(1)
+      } else {
+        smooth = log_p.sum({1}).neg();  // -input.sum(1)
+      }
+      smooth.masked_fill_(ignore_mask, 0.0);
+      if (weight) {  // the weights of the targets that are not ignored
+        denom = weight->gather(0, y->masked_fill(ignore_mask, 0)).masked_fill_(ignore_mask, 0).sum();
+      } else {  // the number of targets that are not ignored
+        denom = ignore_mask.bitwise_not().sum();
+      }
+      at::Tensor ret = smooth.sum().div(denom);
+      // (1 - eps) * nllloss + ret * (eps / n_classes)
+      loss = loss.mul(1 - eps).add(ret.mul(eps / static_cast<double>(classes)));
+      // backward: MulBackward1 into NllLossBackward0; MulBackward1,
+      // DivBackward0, SumBackward0 (expand), MaskedFillBackward0,
+      // NegBackward0, SumBackward1 (unsqueeze, expand) and, with weights,
+      // MulBackward0; both reach LogSoftmaxBackward0, which adds them.
+      at::Tensor g_nll_in = one->mul(1 - eps);
+      at::Tensor g_smooth = one->mul(eps / static_cast<double>(classes)).div(denom);
+      g_smooth = g_smooth.expand({x->size(0)}).masked_fill(ignore_mask, 0).neg();
+      g_smooth = g_smooth.unsqueeze(1).expand({x->size(0), classes});
+      if (weight) g_smooth = g_smooth.mul(w_row);
+      at::nll_loss_backward_out(g_nll, g_nll_in, log_p, *y, weight, at::Reduction::Mean, -100,
+                                total_weight);
+      at::_log_softmax_backward_data_out(g_out, at::add(g_smooth, g_nll), log_p, 1,
+                                         out.scalar_type());
+    }
     at::Tensor g = g_out;
     for (int64_t i = last; i >= 0; i--) {
       // AddmmBackward0 + TBackward0 for W: mm_mat2_backward picks g.t().mm(h)

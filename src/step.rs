@@ -15,6 +15,7 @@ extern "C" {
         b: *const *const torch_sys::C_tensor,
         dropout: f64,
         class_weight: *const torch_sys::C_tensor,
+        label_smoothing: f64,
         w_grad: *const *mut torch_sys::C_tensor,
         b_grad: *const *mut torch_sys::C_tensor,
         buf: *const *mut torch_sys::C_tensor,
@@ -74,9 +75,14 @@ impl std::str::FromStr for Backward {
 ///   dropout, drawing from the default generator in the same order); then
 ///   `log_softmax(·, 1)`, `nll_loss_forward` (which also gives the mean's
 ///   `total_weight`: the batch size, or the sum of the targets' class
-///   weights);
+///   weights), and with label smoothing ε the smoothing term of ATen's
+///   `cross_entropy`, `(1 − ε)·nll + ε/C · Σ −w·log_p / Σ w_y`;
 /// - `NllLossBackward0`: `nll_loss_backward(1, log_p, y, weight, Mean, -100,
 ///   total_weight)`;
+/// - with label smoothing, the smoothing term's nodes too (`MulBackward1`,
+///   `DivBackward0`, the sums' `expand`s, `MaskedFillBackward0`,
+///   `NegBackward0`, with weights `MulBackward0`), added to the NLL
+///   gradient where both reach `log_p`;
 /// - `LogSoftmaxBackward0`: `_log_softmax_backward_data(g, log_p, 1, Float)`;
 /// - for each layer, last to first: `AddmmBackward0` + `TBackward0` for `W`,
 ///   `g.t().mm(h)` (autograd's `mm_mat2_backward` picks this form for
@@ -134,13 +140,11 @@ impl ManualStep {
         })
     }
 
-    /// Whether this step is exact for `loss`: mean reduction, no label
-    /// smoothing and the default `ignore_index` (class weights are covered).
-    /// Label smoothing adds nine more autograd nodes to the backward; it
-    /// runs through autograd.
+    /// Whether this step is exact for `loss`: mean reduction and the
+    /// default `ignore_index`, with or without class weights and label
+    /// smoothing (what `train` offers).
     pub fn covers(loss: &CrossEntropyLoss) -> bool {
         matches!(loss.reduction_mode(), Reduction::Mean)
-            && loss.smoothing() == 0.0
             && loss.ignored_index() == CrossEntropyLoss::new().ignored_index()
     }
 
@@ -158,7 +162,7 @@ impl ManualStep {
     ) -> Result<Tensor, TchError> {
         if !ManualStep::covers(loss) {
             return Err(TchError::Torch(
-                "ManualStep covers mean reduction without label smoothing and the default ignore_index; use loss.backward()".to_string(),
+                "ManualStep covers mean reduction with the default ignore_index; use loss.backward()".to_string(),
             ));
         }
         let layers = model.linears();
@@ -195,6 +199,7 @@ impl ManualStep {
                 b.as_ptr(),
                 self.dropout,
                 weight,
+                loss.smoothing(),
                 w_grad.as_ptr(),
                 b_grad.as_ptr(),
                 buffers.as_ptr(),

@@ -148,8 +148,8 @@ pub struct TrainConfig {
     /// Z-score the features with statistics of the training split.
     pub standardize: bool,
     /// Step through the exact fast step ([`ManualStep`]) where it covers
-    /// the run (the example's one-Linear model, a loss it covers, on the
-    /// CPU): the same numbers as the autograd step, faster. `false` always
+    /// the run (either model, a loss it covers, on the CPU): the same
+    /// numbers as the autograd step, faster. `false` always
     /// runs the autograd step, the loop as a porter reads it.
     pub fast_step: bool,
 }
