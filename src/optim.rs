@@ -587,7 +587,7 @@ impl Sgd {
             // SAFETY: live tch tensors for the whole call; the C++ side
             // updates param and the buffer in place, returns a buffer it
             // made in `buf` (owned from here on), and catches every exception.
-            let failed = unsafe {
+            let status = unsafe {
                 ce_sgd_step(
                     s.param.as_ptr() as *mut _,
                     grad.as_ptr(),
@@ -598,14 +598,12 @@ impl Sgd {
                     self.weight_decay,
                     self.nesterov,
                 )
-            } != 0;
+            };
             if s.momentum_buffer.is_none() && !buf.is_null() {
                 // SAFETY: a new tensor the C++ side handed over.
                 s.momentum_buffer = Some(unsafe { Tensor::from_ptr(buf) });
             }
-            if failed {
-                return Err(TchError::Torch(crate::ffi::last_error()));
-            }
+            checked(status)?;
         }
         Ok(())
     }
@@ -694,7 +692,7 @@ impl Adam {
             // SAFETY: live tch tensors (or null without amsgrad) for the whole
             // call; the C++ side updates param and the moments in place and
             // catches every exception.
-            let failed = unsafe {
+            checked(unsafe {
                 ce_adam_step(
                     s.param.as_ptr() as *mut _,
                     grad.as_ptr(),
@@ -709,12 +707,18 @@ impl Adam {
                     wd,
                     self.decoupled,
                 )
-            } != 0;
-            if failed {
-                return Err(TchError::Torch(crate::ffi::last_error()));
-            }
+            })?;
         }
         Ok(())
+    }
+}
+
+/// The status of a `csrc/optim.cpp` step: 0, or -1 after a C++ exception,
+/// whose message becomes the error.
+fn checked(status: std::os::raw::c_int) -> Result<(), TchError> {
+    match status {
+        0 => Ok(()),
+        _ => Err(TchError::Torch(crate::ffi::last_error())),
     }
 }
 
@@ -837,7 +841,7 @@ impl RmsProp {
             // SAFETY: live tch tensors (or null where the state has none) for
             // the whole call; the C++ side updates param and the state in
             // place and catches every exception.
-            let failed = unsafe {
+            checked(unsafe {
                 ce_rmsprop_step(
                     s.param.as_ptr() as *mut _,
                     grad.as_ptr(),
@@ -850,10 +854,7 @@ impl RmsProp {
                     self.weight_decay,
                     self.momentum,
                 )
-            } != 0;
-            if failed {
-                return Err(TchError::Torch(crate::ffi::last_error()));
-            }
+            })?;
         }
         Ok(())
     }
