@@ -1060,3 +1060,71 @@ fn the_fast_step_is_bit_equal_to_autograd_for_every_covered_mix() {
         assert!(step.f_step(&model, &loss, &x, &y).is_err(), "a loss it does not cover");
     }
 }
+
+/// `scripts/trace_step.py` (the ATen calls of PyTorch's own step, the list
+/// `csrc/step.cpp` follows) runs, and PyTorch's step still makes the calls
+/// ManualStep makes, in that order: the dropout's draws in the forward, the
+/// smoothing term's and the layers' kernels in the backward.
+#[test]
+fn pytorchs_step_makes_the_calls_the_fast_step_makes() {
+    let Some(python) = reference_python() else { return };
+    let out = std::process::Command::new(&python)
+        .arg(root().join("scripts/trace_step.py"))
+        .args(["--hidden", "4", "--dropout", "0.2", "--label-smoothing", "0.1"])
+        .args(["--class-weights", "0.5,2,1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (forward, backward) = text.split_once("loss.backward()").expect("two sections");
+    let calls = |section: &str| -> Vec<String> {
+        section
+            .lines()
+            .filter_map(|l| l.trim().split('(').next())
+            .filter(|c| c.starts_with("aten."))
+            .map(str::to_string)
+            .collect()
+    };
+    let in_order = |calls: &[String], wanted: &[&str], what: &str| {
+        let mut rest = calls.iter();
+        for w in wanted {
+            assert!(rest.any(|c| c == w), "{what}: {w} missing or out of order in {calls:?}");
+        }
+    };
+    let forward_calls = [
+        "aten.addmm.default",
+        "aten.relu.default",
+        "aten.empty_like.default",
+        "aten.bernoulli_.float",
+        "aten.div_.Scalar",
+        "aten.mul.Tensor",
+        "aten.addmm.default",
+        "aten._log_softmax.default",
+        "aten.nll_loss_forward.default",
+        "aten.masked_fill_.Scalar",
+        "aten.gather.default",
+    ];
+    in_order(&calls(forward), &forward_calls, "forward");
+    let backward_calls = [
+        "aten.mul.Scalar",
+        "aten.mul.Scalar",
+        "aten.div.Tensor",
+        "aten.expand.default",
+        "aten.masked_fill.Scalar",
+        "aten.neg.default",
+        "aten.unsqueeze.default",
+        "aten.expand.default",
+        "aten.mul.Tensor",
+        "aten.nll_loss_backward.default",
+        "aten.add.Tensor",
+        "aten._log_softmax_backward_data.default",
+        "aten.mm.default",
+        "aten.mm.default",
+        "aten.sum.dim_IntList",
+        "aten.mul.Tensor",
+        "aten.threshold_backward.default",
+        "aten.mm.default",
+        "aten.sum.dim_IntList",
+    ];
+    in_order(&calls(backward), &backward_calls, "backward");
+}
