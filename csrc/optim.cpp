@@ -18,12 +18,13 @@
 namespace {
 
 // The Python float `v` beside the f32 tensor `like` in `t.mul_(v)`,
-// `t.div(v)`, `t.add_(v)`: ATen wraps v in a 0-dim double tensor and casts
-// it to the tensor's f32 before the f32 kernel runs; a 0-dim f32 tensor
-// holding v is that same operand for the same kernel, at half the cost of
-// the wrapping (about 1 us a call against 2 us).
+// `t.div(v)`, `t.add_(v)`: ATen wraps v in a 0-dim double tensor on the CPU
+// and casts it to the tensor's f32 before the f32 kernel runs (on CUDA too,
+// as a CPU scalar); a 0-dim f32 CPU tensor holding v is that same operand
+// for the same kernel, at half the cost of the wrapping (about 1 us a call
+// against 2 us).
 at::Tensor operand(double v, const at::Tensor& like) {
-  return at::scalar_tensor(v, like.options());
+  return at::scalar_tensor(v, like.options().device(at::kCPU));
 }
 
 }  // namespace

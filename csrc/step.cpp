@@ -104,8 +104,8 @@ at::Tensor* ce_cross_entropy_step(const at::Tensor* x, const at::Tensor* y, int6
     } else {
       // With label smoothing, cross_entropy adds the smoothing term: the
       // calls ATen's cross_entropy_loss_label_smoothing makes, forward, and
-      // autograd's for them, backward (as a TorchDispatchMode trace of
-      // PyTorch's own step lists them, scripts/trace_step.py).
+      // autograd's for them, backward (as the profiler lists them for
+      // PyTorch's own step, scripts/trace_step.py).
       const double eps = label_smoothing;
       const int64_t classes = log_p.size(1);
       at::Tensor ignore_mask = y->eq(-100);
@@ -118,7 +118,7 @@ at::Tensor* ce_cross_entropy_step(const at::Tensor* x, const at::Tensor* y, int6
       }
       smooth.masked_fill_(ignore_mask, 0.0);
       if (weight) {  // the weights of the targets that are not ignored
-        denom = weight->gather(0, y->masked_fill(ignore_mask, 0)).masked_fill_(ignore_mask, 0).sum();
+        denom = weight->gather(0, y->masked_select(ignore_mask.bitwise_not()).flatten()).sum();
       } else {  // the number of targets that are not ignored
         denom = ignore_mask.bitwise_not().sum();
       }

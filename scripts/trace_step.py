@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Lists the ATen calls of one PyTorch training step's forward and
-`loss.backward()`, in order, with their shapes, strides and scalars: what
-`csrc/step.cpp` (`ManualStep`) must call, in that order, to get autograd's
-bits. A TorchDispatchMode sees every call below autograd, those the
-autograd engine makes included.
+`loss.backward()`, in order and nested as they call each other, with their
+shapes: what `csrc/step.cpp` (`ManualStep`) must call, in that order, to get
+autograd's bits. The backward shows each autograd node (`MulBackward0`, ...)
+with the calls it makes. From torch.profiler, which watches a normal run (a
+TorchDispatchMode would not: while one is active, ATen takes its branches
+for tensor subclasses, and cross_entropy's label smoothing with class
+weights is one).
 
   .venv/bin/python scripts/trace_step.py [--hidden 4] [--dropout 0.2]
       [--class-weights 0.5,2,1] [--label-smoothing 0.1]
@@ -12,25 +15,12 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 
-def describe(a):
-    if isinstance(a, torch.Tensor):
-        strides = f" strides {a.stride()}" if a.dim() >= 2 else ""
-        return f"{str(a.dtype)[6:]}{list(a.shape)}{strides}"
-    if isinstance(a, (list, tuple)):
-        return "[" + ", ".join(describe(x) for x in a) + "]"
-    return repr(a)
-
-
-class Trace(TorchDispatchMode):
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        if func is not torch.ops.aten.detach.default:  # autograd's bookkeeping
-            print(f"  {func}({', '.join(describe(a) for a in args)})")
-        return out
+def show(event, depth=1):
+    print(f"{'  ' * depth}{event.name} {event.input_shapes}")
+    for child in event.cpu_children:
+        show(child, depth + 1)
 
 
 def main():
@@ -54,12 +44,16 @@ def main():
     x = torch.randn(a.batch, a.features)
     y = torch.randint(0, a.classes, (a.batch,))
     weight = torch.tensor(a.class_weights) if a.class_weights else None
-    with Trace():
-        print("forward")
-        loss = F.cross_entropy(model(x), y, weight=weight, label_smoothing=a.label_smoothing)
-        print("loss.backward()")
-        loss.backward()
-
+    with torch.profiler.profile(record_shapes=True) as prof:
+        with torch.profiler.record_function("forward"):
+            loss = F.cross_entropy(model(x), y, weight=weight, label_smoothing=a.label_smoothing)
+        with torch.profiler.record_function("loss.backward()"):
+            loss.backward()
+    for event in prof.events():
+        if event.name in ("forward", "loss.backward()"):
+            print(event.name)
+            for child in event.cpu_children:
+                show(child)
 
 if __name__ == "__main__":
     main()

@@ -834,6 +834,14 @@ impl RmsProp {
             if s.step == 0 && self.momentum > 0.0 {
                 s.momentum_buffer = Some(s.param.f_zeros_like()?);
             }
+            if self.momentum > 0.0 && s.momentum_buffer.is_none() {
+                // PyTorch fails here too (a KeyError): it makes the buffer
+                // only at a first step with momentum.
+                return Err(TchError::Torch(
+                    "RMSprop's momentum was 0 at its first step, so it has no momentum buffer"
+                        .to_string(),
+                ));
+            }
             s.step += 1; // step += 1
             let ptr = |t: &Option<Tensor>| {
                 t.as_ref().map_or(std::ptr::null_mut(), |t| t.as_ptr() as *mut _)

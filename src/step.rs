@@ -1,4 +1,5 @@
-//! The exact fast step: the backward pass of a one-Linear classifier under
+//! The exact fast step: the forward and backward pass of a classifier made
+//! of Linear layers (with ReLU and Dropout between them) under
 //! `nn.CrossEntropyLoss` without the autograd engine, bit for bit the
 //! gradients of `loss.backward()`.
 
@@ -115,6 +116,13 @@ impl ManualStep {
     /// `0 * sum(W) + 0 * sum(b)` over the layers), which later steps
     /// overwrite in place.
     pub fn new(model: &impl LinearStack) -> Result<ManualStep, TchError> {
+        let dropout = model.dropout();
+        if !(0.0..1.0).contains(&dropout) {
+            // (at::dropout draws nothing at 1 and refuses values outside [0, 1].)
+            return Err(TchError::Torch(format!(
+                "ManualStep needs a dropout in [0, 1), got {dropout}"
+            )));
+        }
         let layers = model.linears();
         let mut zero: Option<Tensor> = None;
         for layer in &layers {
@@ -134,7 +142,7 @@ impl ManualStep {
                 .iter()
                 .map(|l| Ok((l.ws.grad(), linear_params(l)?[1].grad())))
                 .collect::<Result<_, TchError>>()?,
-            dropout: model.dropout(),
+            dropout,
             buffers: [empty()?, empty()?, empty()?, empty()?],
             one: Tensor::f_ones([], (first.kind(), first.device()))?,
         })

@@ -72,6 +72,57 @@ fn manual_backward_is_bit_equal_to_autograd() {
     }
 }
 
+/// The fast step against `loss.backward()` for the loss options `train`
+/// never reaches: targets at `ignore_index` (-100) among the rest, with
+/// class weights and label smoothing, through an MLP with dropout (the same
+/// masks: both draw from the same seed). The loss and every gradient are
+/// bit-equal.
+#[test]
+fn manual_step_equals_autograd_with_ignored_targets_weights_and_smoothing() {
+    use cross_entropy_tch::model::{LinearStack, Mlp};
+    use cross_entropy_tch::CrossEntropyLoss;
+    use tch::nn::ModuleT;
+    let _rng = rng_lock();
+    let grads = |manual: bool| -> Vec<Tensor> {
+        tch::manual_seed(7);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Mlp::new(&vs.root(), 6, &[8, 5], 4, 0.25);
+        // 244 targets, about 30% ignored: enough for the weights' sum to
+        // run in vector lanes, where zeros in place of the ignored targets'
+        // weights (ATen's other branch) would round otherwise.
+        let opts = (Kind::Float, Device::Cpu);
+        let x = Tensor::randn([244, 6], opts);
+        let weight = Tensor::rand([4], opts) * 3.0;
+        let ignored = Tensor::rand([244], opts).lt(0.3);
+        let y = Tensor::randint(4, [244], (Kind::Int64, Device::Cpu)).masked_fill(&ignored, -100);
+        let loss_fn = CrossEntropyLoss::new().weight(weight).label_smoothing(0.15);
+        tch::manual_seed(11); // the dropout masks
+        let loss = if manual {
+            let step = ManualStep::new(&model).unwrap();
+            step.f_step(&model, &loss_fn, &x, &y).unwrap()
+        } else {
+            let loss = loss_fn.forward(&model.forward_t(&x, true), &y);
+            loss.backward();
+            loss
+        };
+        let mut out = vec![loss.detach()];
+        for layer in model.linears() {
+            out.push(layer.ws.grad().copy());
+            out.push(layer.bs.as_ref().unwrap().grad().copy());
+        }
+        out
+    };
+    let (autograd, manual) = (grads(false), grads(true));
+    for (i, (a, m)) in autograd.iter().zip(&manual).enumerate() {
+        let what = if i == 0 { "the loss".to_string() } else { format!("gradient {i}") };
+        assert!(
+            a.equal(m),
+            "{what} differs (max |diff| {})",
+            (a - m).abs().max().double_value(&[])
+        );
+    }
+}
+
 #[test]
 fn bench_final_loss_equals_pytorchs() {
     let Some(python) = reference_python() else { return };

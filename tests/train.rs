@@ -1061,10 +1061,11 @@ fn the_fast_step_is_bit_equal_to_autograd_for_every_covered_mix() {
     }
 }
 
-/// `scripts/trace_step.py` (the ATen calls of PyTorch's own step, the list
+/// `scripts/trace_step.py` (the ATen calls of PyTorch's own step, which
 /// `csrc/step.cpp` follows) runs, and PyTorch's step still makes the calls
 /// ManualStep makes, in that order: the dropout's draws in the forward, the
-/// smoothing term's and the layers' kernels in the backward.
+/// smoothing term's sums and masks with class weights, and each autograd
+/// node's kernels in the backward.
 #[test]
 fn pytorchs_step_makes_the_calls_the_fast_step_makes() {
     let Some(python) = reference_python() else { return };
@@ -1076,14 +1077,10 @@ fn pytorchs_step_makes_the_calls_the_fast_step_makes() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
-    let (forward, backward) = text.split_once("loss.backward()").expect("two sections");
+    let (forward, backward) = text.split_once("\nloss.backward()").expect("two sections");
+    // Each line is "  NAME [shapes]", nested by indentation in call order.
     let calls = |section: &str| -> Vec<String> {
-        section
-            .lines()
-            .filter_map(|l| l.trim().split('(').next())
-            .filter(|c| c.starts_with("aten."))
-            .map(str::to_string)
-            .collect()
+        section.lines().filter_map(|l| l.trim().split(" [").next()).map(str::to_string).collect()
     };
     let in_order = |calls: &[String], wanted: &[&str], what: &str| {
         let mut rest = calls.iter();
@@ -1091,40 +1088,25 @@ fn pytorchs_step_makes_the_calls_the_fast_step_makes() {
             assert!(rest.any(|c| c == w), "{what}: {w} missing or out of order in {calls:?}");
         }
     };
+    #[rustfmt::skip]
     let forward_calls = [
-        "aten.addmm.default",
-        "aten.relu.default",
-        "aten.empty_like.default",
-        "aten.bernoulli_.float",
-        "aten.div_.Scalar",
-        "aten.mul.Tensor",
-        "aten.addmm.default",
-        "aten._log_softmax.default",
-        "aten.nll_loss_forward.default",
-        "aten.masked_fill_.Scalar",
-        "aten.gather.default",
+        "aten::addmm", "aten::relu", "aten::empty_like", "aten::bernoulli_", "aten::div_",
+        "aten::mul", "aten::addmm", "aten::_log_softmax", "aten::nll_loss_forward",
+        "aten::view", "aten::mul", "aten::sum", "aten::neg", "aten::eq", "aten::masked_fill_",
+        "aten::bitwise_not", "aten::masked_select", "aten::flatten", "aten::gather",
+        "aten::sum", "aten::div", "aten::mul", "aten::mul", "aten::add",
     ];
     in_order(&calls(forward), &forward_calls, "forward");
+    #[rustfmt::skip]
     let backward_calls = [
-        "aten.mul.Scalar",
-        "aten.mul.Scalar",
-        "aten.div.Tensor",
-        "aten.expand.default",
-        "aten.masked_fill.Scalar",
-        "aten.neg.default",
-        "aten.unsqueeze.default",
-        "aten.expand.default",
-        "aten.mul.Tensor",
-        "aten.nll_loss_backward.default",
-        "aten.add.Tensor",
-        "aten._log_softmax_backward_data.default",
-        "aten.mm.default",
-        "aten.mm.default",
-        "aten.sum.dim_IntList",
-        "aten.mul.Tensor",
-        "aten.threshold_backward.default",
-        "aten.mm.default",
-        "aten.sum.dim_IntList",
+        "MulBackward1", "aten::mul", "MulBackward1", "aten::mul", "DivBackward0", "aten::div",
+        "SumBackward0", "aten::expand", "MaskedFillBackward0", "aten::masked_fill",
+        "NegBackward0", "aten::neg", "SumBackward1", "aten::unsqueeze", "aten::expand",
+        "MulBackward0", "aten::mul", "NllLossBackward0", "aten::nll_loss_backward", "aten::add_",
+        "LogSoftmaxBackward0", "aten::_log_softmax_backward_data",
+        "AddmmBackward0", "aten::mm", "aten::mm", "aten::sum",
+        "MulBackward0", "aten::mul", "ReluBackward0", "aten::threshold_backward",
+        "AddmmBackward0", "aten::mm", "aten::sum",
     ];
     in_order(&calls(backward), &backward_calls, "backward");
 }

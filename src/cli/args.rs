@@ -368,9 +368,9 @@ pub struct TrainArgs {
     #[arg(long)]
     pub no_standardize: bool,
 
-    /// Step through autograd (loss.backward()) even where the exact fast
-    /// step covers the run (no hidden layers, no label smoothing): the same
-    /// numbers, slower. --json's "backward" says which one ran.
+    /// Step through autograd (loss.backward()) instead of the exact fast
+    /// step, which covers every CPU run: the same numbers, slower. --json's
+    /// "backward" says which one ran.
     #[arg(long)]
     pub autograd: bool,
 
