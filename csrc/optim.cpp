@@ -5,7 +5,7 @@
 // for call with the same Python-float scalars (C++ doubles here, as
 // PyTorch's argument parser makes of them): the same kernels, the same
 // bits, in one call from Rust (src/optim.rs). No C++ exception crosses
-// into Rust.
+// into Rust (error.h).
 #include "below_autograd.h"
 #include "error.h"
 
@@ -13,7 +13,6 @@
 #include <ATen/ops/maximum.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <cmath>
-#include <exception>
 
 namespace {
 
@@ -27,6 +26,12 @@ at::Tensor operand(double v, const at::Tensor& like) {
   return at::scalar_tensor(v, like.options().device(at::kCPU));
 }
 
+// `grad.add(param, alpha=weight_decay)` where weight_decay != 0 (the L2
+// term every one of these optimizers adds first), else grad itself.
+at::Tensor with_l2(const at::Tensor& grad, const at::Tensor& param, double weight_decay) {
+  return weight_decay != 0 ? grad.add(param, weight_decay) : grad;
+}
+
 }  // namespace
 
 extern "C" {
@@ -37,16 +42,12 @@ int ce_adam_step(at::Tensor* param, const at::Tensor* grad_in, at::Tensor* exp_a
                  at::Tensor* exp_avg_sq, at::Tensor* max_exp_avg_sq, double step, double lr,
                  double beta1, double beta2, double eps, double weight_decay,
                  bool decoupled_weight_decay) {
-  try {
+  return ce::guarded<int>(-1, [&]() -> int {
     ce::BelowAutograd below;
-    at::Tensor grad = *grad_in;
-    if (weight_decay != 0) {
-      if (decoupled_weight_decay) {
-        param->mul_(operand(1 - lr * weight_decay, *param));
-      } else {
-        grad = grad.add(*param, weight_decay);  // grad.add(param, alpha=weight_decay)
-      }
+    if (weight_decay != 0 && decoupled_weight_decay) {
+      param->mul_(operand(1 - lr * weight_decay, *param));  // AdamW
     }
+    at::Tensor grad = with_l2(*grad_in, *param, decoupled_weight_decay ? 0 : weight_decay);
     exp_avg->lerp_(grad, 1 - beta1);
     exp_avg_sq->mul_(operand(beta2, *exp_avg_sq)).addcmul_(grad, grad, 1 - beta2);
     double bias_correction1 = 1 - std::pow(beta1, step);
@@ -66,10 +67,7 @@ int ce_adam_step(at::Tensor* param, const at::Tensor* grad_in, at::Tensor* exp_a
     param->addcdiv_(*exp_avg, denom, -step_size);
     ce::bump_versions({param, exp_avg, exp_avg_sq, max_exp_avg_sq});
     return 0;
-  } catch (const std::exception& e) {
-    ce::remember(e.what());
-    return -1;
-  }
+  });
 }
 
 // torch.optim.SGD's step for one parameter, as `_single_tensor_sgd`
@@ -80,12 +78,9 @@ int ce_adam_step(at::Tensor* param, const at::Tensor* grad_in, at::Tensor* exp_a
 int ce_sgd_step(at::Tensor* param, const at::Tensor* grad_in, at::Tensor** momentum_buffer,
                 double lr, double momentum, double dampening, double weight_decay,
                 bool nesterov) {
-  try {
+  return ce::guarded<int>(-1, [&]() -> int {
     ce::BelowAutograd below;
-    at::Tensor grad = *grad_in;
-    if (weight_decay != 0) {
-      grad = grad.add(*param, weight_decay);  // grad.add(param, alpha=weight_decay)
-    }
+    at::Tensor grad = with_l2(*grad_in, *param, weight_decay);
     if (momentum != 0) {
       at::Tensor buf;
       if (*momentum_buffer == nullptr) {
@@ -104,10 +99,7 @@ int ce_sgd_step(at::Tensor* param, const at::Tensor* grad_in, at::Tensor** momen
     param->add_(grad, -lr);
     ce::bump_versions({param, *momentum_buffer});
     return 0;
-  } catch (const std::exception& e) {
-    ce::remember(e.what());
-    return -1;
-  }
+  });
 }
 
 // torch.optim.RMSprop's step for one parameter, as `_single_tensor_rmsprop`
@@ -118,12 +110,9 @@ int ce_sgd_step(at::Tensor* param, const at::Tensor* grad_in, at::Tensor** momen
 int ce_rmsprop_step(at::Tensor* param, const at::Tensor* grad_in, at::Tensor* square_avg,
                     at::Tensor* grad_avg, at::Tensor* momentum_buffer, double lr, double alpha,
                     double eps, double weight_decay, double momentum) {
-  try {
+  return ce::guarded<int>(-1, [&]() -> int {
     ce::BelowAutograd below;
-    at::Tensor grad = *grad_in;
-    if (weight_decay != 0) {
-      grad = grad.add(*param, weight_decay);  // grad.add(param, alpha=weight_decay)
-    }
+    at::Tensor grad = with_l2(*grad_in, *param, weight_decay);
     square_avg->mul_(operand(alpha, *square_avg)).addcmul_(grad, grad, 1 - alpha);
     at::Tensor avg;
     if (grad_avg != nullptr) {  // centered
@@ -141,9 +130,6 @@ int ce_rmsprop_step(at::Tensor* param, const at::Tensor* grad_in, at::Tensor* sq
     }
     ce::bump_versions({param, square_avg, grad_avg, momentum > 0 ? momentum_buffer : nullptr});
     return 0;
-  } catch (const std::exception& e) {
-    ce::remember(e.what());
-    return -1;
-  }
+  });
 }
 }

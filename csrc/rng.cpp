@@ -9,7 +9,6 @@
 #include <ATen/ops/empty.h>
 #include <cstdint>
 #include <cstring>
-#include <exception>
 #include <mutex>
 
 extern "C" {
@@ -17,32 +16,26 @@ extern "C" {
 // Copies the state into out (cap bytes) and returns its length; -1 on an
 // error, or the length needed when cap is too small (nothing copied then).
 int64_t ce_cpu_rng_get_state(uint8_t* out, int64_t cap) {
-  try {
+  return ce::guarded<int64_t>(-1, [&]() -> int64_t {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
     at::Tensor state = gen.get_state();
     int64_t n = state.numel();
     if (n <= cap) std::memcpy(out, state.data_ptr(), n);
     return n;
-  } catch (const std::exception& e) {
-    ce::remember(e.what());
-    return -1;
-  }
+  });
 }
 
 // Sets the state from len bytes; 0 on success, -1 on an error (a state of
 // the wrong size or version is refused by libtorch).
 int ce_cpu_rng_set_state(const uint8_t* bytes, int64_t len) {
-  try {
+  return ce::guarded<int>(-1, [&]() -> int {
     at::Tensor state = at::empty({len}, at::kByte);
     std::memcpy(state.data_ptr(), bytes, len);
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(state);
     return 0;
-  } catch (const std::exception& e) {
-    ce::remember(e.what());
-    return -1;
-  }
+  });
 }
 }

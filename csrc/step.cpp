@@ -21,7 +21,6 @@
 #include <ATen/ops/sum.h>
 #include <ATen/ops/threshold_backward.h>
 #include <array>
-#include <exception>
 #include <optional>
 #include <vector>
 
@@ -58,7 +57,7 @@ at::Tensor* ce_cross_entropy_step(const at::Tensor* x, const at::Tensor* y, int6
                                   double label_smoothing,
                                   at::Tensor* const* w_grad, at::Tensor* const* b_grad,
                                   at::Tensor* const* buf, const at::Tensor* one) {
-  try {
+  return ce::guarded<at::Tensor*>(nullptr, [&]() -> at::Tensor* {
     ce::BelowAutograd below;  // (below_autograd.h)
     std::optional<at::Tensor> weight;
     if (class_weight != nullptr) weight = *class_weight;
@@ -156,9 +155,6 @@ at::Tensor* ce_cross_entropy_step(const at::Tensor* x, const at::Tensor* y, int6
     }
     for (int64_t i = 0; i < layers; i++) ce::bump_versions({w_grad[i], b_grad[i]});
     return new at::Tensor(std::move(loss));
-  } catch (const std::exception& e) {
-    ce::remember(e.what());
-    return nullptr;
-  }
+  });
 }
 }

@@ -582,8 +582,7 @@ impl Sgd {
             if !grad.defined() {
                 continue;
             }
-            let mut buf =
-                s.momentum_buffer.as_ref().map_or(std::ptr::null_mut(), |t| t.as_ptr() as *mut _);
+            let mut buf = ptr_or_null(&s.momentum_buffer);
             // SAFETY: live tch tensors for the whole call; the C++ side
             // updates param and the buffer in place, returns a buffer it
             // made in `buf` (owned from here on), and catches every exception.
@@ -688,17 +687,16 @@ impl Adam {
                 continue;
             }
             s.step += 1.0; // step_t += 1
-            let max = s.max_exp_avg_sq.as_ref().map_or(std::ptr::null(), |t| t.as_ptr());
-            // SAFETY: live tch tensors (or null without amsgrad) for the whole
-            // call; the C++ side updates param and the moments in place and
-            // catches every exception.
+                           // SAFETY: live tch tensors (or null without amsgrad) for the whole
+                           // call; the C++ side updates param and the moments in place and
+                           // catches every exception.
             checked(unsafe {
                 ce_adam_step(
                     s.param.as_ptr() as *mut _,
                     grad.as_ptr(),
                     s.exp_avg.as_ptr() as *mut _,
                     s.exp_avg_sq.as_ptr() as *mut _,
-                    max as *mut _,
+                    ptr_or_null(&s.max_exp_avg_sq),
                     s.step,
                     lr,
                     beta1,
@@ -711,6 +709,11 @@ impl Adam {
         }
         Ok(())
     }
+}
+
+/// An optional state tensor as `csrc/optim.cpp` takes it: null for none.
+fn ptr_or_null(t: &Option<Tensor>) -> *mut torch_sys::C_tensor {
+    t.as_ref().map_or(std::ptr::null_mut(), |t| t.as_ptr() as *mut _)
 }
 
 /// The status of a `csrc/optim.cpp` step: 0, or -1 after a C++ exception,
@@ -843,19 +846,16 @@ impl RmsProp {
                 ));
             }
             s.step += 1; // step += 1
-            let ptr = |t: &Option<Tensor>| {
-                t.as_ref().map_or(std::ptr::null_mut(), |t| t.as_ptr() as *mut _)
-            };
-            // SAFETY: live tch tensors (or null where the state has none) for
-            // the whole call; the C++ side updates param and the state in
-            // place and catches every exception.
+                         // SAFETY: live tch tensors (or null where the state has none) for
+                         // the whole call; the C++ side updates param and the state in
+                         // place and catches every exception.
             checked(unsafe {
                 ce_rmsprop_step(
                     s.param.as_ptr() as *mut _,
                     grad.as_ptr(),
                     s.square_avg.as_ptr() as *mut _,
-                    ptr(&s.grad_avg),
-                    ptr(&s.momentum_buffer),
+                    ptr_or_null(&s.grad_avg),
+                    ptr_or_null(&s.momentum_buffer),
                     self.lr,
                     self.alpha,
                     self.eps,

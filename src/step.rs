@@ -112,9 +112,8 @@ pub struct ManualStep {
 }
 
 impl ManualStep {
-    /// Creates zero gradients for the model's parameters (one backward of
-    /// `0 * sum(W) + 0 * sum(b)` over the layers), which later steps
-    /// overwrite in place.
+    /// Creates zero gradients for the model's parameters (a backward of
+    /// `0 * p.sum()` for each), which later steps overwrite in place.
     pub fn new(model: &impl LinearStack) -> Result<ManualStep, TchError> {
         let dropout = model.dropout();
         if !(0.0..1.0).contains(&dropout) {
@@ -124,17 +123,14 @@ impl ManualStep {
             )));
         }
         let layers = model.linears();
-        let mut zero: Option<Tensor> = None;
+        if layers.is_empty() {
+            return Err(TchError::Torch("ManualStep needs a model with layers".to_string()));
+        }
         for layer in &layers {
             for p in linear_params(layer)? {
-                let term = p.f_sum(Kind::Float)? * 0.0;
-                zero = Some(match zero {
-                    Some(z) => z + term,
-                    None => term,
-                });
+                (p.f_sum(Kind::Float)? * 0.0).f_backward()?; // p.grad = zeros
             }
         }
-        zero.ok_or_else(|| TchError::Torch("a model without layers".to_string()))?.f_backward()?;
         let first = &layers[0].ws;
         let empty = || Tensor::f_empty([0], (first.kind(), first.device()));
         Ok(ManualStep {
@@ -183,12 +179,9 @@ impl ManualStep {
                 model.dropout()
             )));
         }
-        let mut biases = Vec::with_capacity(layers.len());
-        for layer in &layers {
-            biases.push(linear_params(layer)?[1]);
-        }
-        let w: Vec<_> = layers.iter().map(|l| l.ws.as_ptr()).collect();
-        let b: Vec<_> = biases.iter().map(|t| t.as_ptr()).collect();
+        let params = layers.iter().map(|l| linear_params(l)).collect::<Result<Vec<_>, _>>()?;
+        let w: Vec<_> = params.iter().map(|[w, _]| w.as_ptr()).collect();
+        let b: Vec<_> = params.iter().map(|[_, b]| b.as_ptr()).collect();
         let w_grad: Vec<_> = self.grads.iter().map(|(g, _)| g.as_ptr() as *mut _).collect();
         let b_grad: Vec<_> = self.grads.iter().map(|(_, g)| g.as_ptr() as *mut _).collect();
         let weight = loss.class_weight().map_or(std::ptr::null(), |w| w.as_ptr());
