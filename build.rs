@@ -36,7 +36,9 @@ fn main() {
 
 /// The C++ that tch does not bind: csrc/rng.cpp (`torch.get_rng_state()` /
 /// `set_rng_state()` for the CPU generator), csrc/step.cpp (the exact
-/// fast step's kernels, among them `nll_loss_forward`'s `total_weight`) and
+/// fast step's kernels, among them `nll_loss_forward`'s `total_weight`, and
+/// its evaluation), csrc/log_softmax.cpp (ATen's log_softmax and its
+/// backward for a few classes, the same bits at a tenth of the cost) and
 /// csrc/optim.cpp (the SGD, Adam and RMSprop steps with PyTorch's own
 /// scalar arguments; csrc/below_autograd.h says how both call kernels).
 /// Built against the headers of the libtorch torch-sys found
@@ -46,6 +48,8 @@ fn compile_shims(lib: &Path) {
     println!("cargo:rerun-if-changed=csrc/error.h");
     println!("cargo:rerun-if-changed=csrc/below_autograd.h");
     println!("cargo:rerun-if-changed=csrc/error.cpp");
+    println!("cargo:rerun-if-changed=csrc/log_softmax.h");
+    println!("cargo:rerun-if-changed=csrc/log_softmax.cpp");
     println!("cargo:rerun-if-changed=csrc/rng.cpp");
     println!("cargo:rerun-if-changed=csrc/step.cpp");
     println!("cargo:rerun-if-changed=csrc/optim.cpp");
@@ -55,6 +59,7 @@ fn compile_shims(lib: &Path) {
     cc::Build::new()
         .cpp(true)
         .file("csrc/error.cpp")
+        .file("csrc/log_softmax.cpp")
         .file("csrc/rng.cpp")
         .file("csrc/step.cpp")
         .file("csrc/optim.cpp")

@@ -31,6 +31,7 @@ pub mod device;
 pub mod example;
 mod ffi;
 pub mod init;
+pub mod log_softmax;
 pub mod loss;
 pub mod model;
 pub mod optim;

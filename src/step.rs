@@ -22,6 +22,17 @@ extern "C" {
         buf: *const *mut torch_sys::C_tensor,
         one: *const torch_sys::C_tensor,
     ) -> *mut torch_sys::C_tensor;
+    fn ce_cross_entropy_eval(
+        x: *const torch_sys::C_tensor,
+        y: *const torch_sys::C_tensor,
+        layers: i64,
+        w: *const *const torch_sys::C_tensor,
+        b: *const *const torch_sys::C_tensor,
+        class_weight: *const torch_sys::C_tensor,
+        label_smoothing: f64,
+        buf: *const *mut torch_sys::C_tensor,
+        correct: *mut i64,
+    ) -> *mut torch_sys::C_tensor;
 }
 
 /// The backward pass a training step ran.
@@ -107,6 +118,8 @@ pub struct ManualStep {
     /// two gradients), resized to the batch and kept between steps: no
     /// allocation, and no page faults, per step.
     buffers: [Tensor; 4],
+    /// The evaluation's logits and log-probabilities, likewise kept.
+    eval_buffers: [Tensor; 2],
     /// The scalar 1 that seeds `loss.backward()`.
     one: Tensor,
 }
@@ -140,6 +153,7 @@ impl ManualStep {
                 .collect::<Result<_, TchError>>()?,
             dropout,
             buffers: [empty()?, empty()?, empty()?, empty()?],
+            eval_buffers: [empty()?, empty()?],
             one: Tensor::f_ones([], (first.kind(), first.device()))?,
         })
     }
@@ -164,6 +178,76 @@ impl ManualStep {
         inputs: &Tensor,
         targets: &Tensor,
     ) -> Result<Tensor, TchError> {
+        let [w, b] = self.layer_pointers(model, loss)?;
+        let w_grad: Vec<_> = self.grads.iter().map(|(g, _)| g.as_ptr() as *mut _).collect();
+        let b_grad: Vec<_> = self.grads.iter().map(|(_, g)| g.as_ptr() as *mut _).collect();
+        let weight = loss.class_weight().map_or(std::ptr::null(), |w| w.as_ptr());
+        let buffers = self.buffers.each_ref().map(|t| t.as_ptr() as *mut torch_sys::C_tensor);
+        // SAFETY: every pointer is a live tch tensor (or null for no class
+        // weights) for the whole call, and each array holds one a layer; the C++ side writes only the gradient tensors and the
+        // buffers (in place, through `out=` kernels), catches every
+        // exception, and hands back a new tensor that we own.
+        let out = unsafe {
+            ce_cross_entropy_step(
+                inputs.as_ptr(),
+                targets.as_ptr(),
+                w.len() as i64,
+                w.as_ptr(),
+                b.as_ptr(),
+                self.dropout,
+                weight,
+                loss.smoothing(),
+                w_grad.as_ptr(),
+                b_grad.as_ptr(),
+                buffers.as_ptr(),
+                self.one.as_ptr(),
+            )
+        };
+        crate::ffi::owned_tensor(out)
+    }
+
+    /// The evaluation after an epoch, `model.eval()` and under
+    /// `torch.no_grad()`: `loss(model(x), y).item()` and the number of rows
+    /// where `model(x).argmax(1) == y`, the same bits as those calls (the
+    /// layers' `addmm` and `relu`, no dropout; the step's loss; argmax's
+    /// first largest value, a NaN counting as largest), in one call.
+    pub fn f_evaluate(
+        &self,
+        model: &impl LinearStack,
+        loss: &CrossEntropyLoss,
+        inputs: &Tensor,
+        targets: &Tensor,
+    ) -> Result<(f32, i64), TchError> {
+        let [w, b] = self.layer_pointers(model, loss)?;
+        let weight = loss.class_weight().map_or(std::ptr::null(), |w| w.as_ptr());
+        let buffers = self.eval_buffers.each_ref().map(|t| t.as_ptr() as *mut torch_sys::C_tensor);
+        let mut correct = 0i64;
+        // SAFETY: as in `f_step`; the C++ side writes only the two buffers
+        // and `correct`.
+        let out = unsafe {
+            ce_cross_entropy_eval(
+                inputs.as_ptr(),
+                targets.as_ptr(),
+                w.len() as i64,
+                w.as_ptr(),
+                b.as_ptr(),
+                weight,
+                loss.smoothing(),
+                buffers.as_ptr(),
+                &mut correct,
+            )
+        };
+        let loss = crate::ffi::owned_tensor(out)?.f_double_value(&[])? as f32;
+        Ok((loss, correct))
+    }
+
+    /// Each layer's `W` and `b`, once `loss` and `model` are checked to be
+    /// what this step covers and was made for.
+    fn layer_pointers(
+        &self,
+        model: &impl LinearStack,
+        loss: &CrossEntropyLoss,
+    ) -> Result<[Vec<*const torch_sys::C_tensor>; 2], TchError> {
         if !ManualStep::covers(loss) {
             return Err(TchError::Torch(
                 "ManualStep covers mean reduction with the default ignore_index; use loss.backward()".to_string(),
@@ -180,38 +264,7 @@ impl ManualStep {
             )));
         }
         let params = layers.iter().map(|l| linear_params(l)).collect::<Result<Vec<_>, _>>()?;
-        let w: Vec<_> = params.iter().map(|[w, _]| w.as_ptr()).collect();
-        let b: Vec<_> = params.iter().map(|[_, b]| b.as_ptr()).collect();
-        let w_grad: Vec<_> = self.grads.iter().map(|(g, _)| g.as_ptr() as *mut _).collect();
-        let b_grad: Vec<_> = self.grads.iter().map(|(_, g)| g.as_ptr() as *mut _).collect();
-        let weight = loss.class_weight().map_or(std::ptr::null(), |w| w.as_ptr());
-        let buffers = self.buffers.each_ref().map(|t| t.as_ptr() as *mut torch_sys::C_tensor);
-        // SAFETY: every pointer is a live tch tensor (or null for no class
-        // weights) for the whole call, and each array holds `layers.len()`
-        // of them; the C++ side writes only the gradient tensors and the
-        // buffers (in place, through `out=` kernels), catches every
-        // exception, and hands back a new tensor that we own.
-        let out = unsafe {
-            ce_cross_entropy_step(
-                inputs.as_ptr(),
-                targets.as_ptr(),
-                layers.len() as i64,
-                w.as_ptr(),
-                b.as_ptr(),
-                self.dropout,
-                weight,
-                loss.smoothing(),
-                w_grad.as_ptr(),
-                b_grad.as_ptr(),
-                buffers.as_ptr(),
-                self.one.as_ptr(),
-            )
-        };
-        if out.is_null() {
-            return Err(TchError::Torch(crate::ffi::last_error()));
-        }
-        // SAFETY: a tensor the C++ side allocated with `new`, as tch's own.
-        Ok(unsafe { Tensor::from_ptr(out) })
+        Ok([0, 1].map(|i| params.iter().map(|p| p[i].as_ptr()).collect()))
     }
 
     /// The example's step (`nn.CrossEntropyLoss()`): [`ManualStep::f_step`]

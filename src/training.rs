@@ -443,8 +443,9 @@ pub fn train_from(
         {
             return Err(diverged(loss, epoch, Some(step as i64 + 1)));
         }
-        let (train_loss, train_accuracy) = evaluate(&model, &loss_fn, &x_train, &y_train)?;
-        let (test_loss, test_accuracy) = evaluate(&model, &loss_fn, &x_test, &y_test)?;
+        let eval = (&model, &loss_fn, fast.as_ref());
+        let (train_loss, train_accuracy) = evaluate(eval, &x_train, &y_train)?;
+        let (test_loss, test_accuracy) = evaluate(eval, &x_test, &y_test)?;
         let metrics =
             EpochMetrics { epoch, lr, train_loss, train_accuracy, test_loss, test_accuracy };
         if !train_loss.is_finite() {
@@ -686,18 +687,24 @@ impl Clip {
 /// Loss and accuracy of the model on `(x, y)`, without gradients. The
 /// labels must be valid class indices: callers check them once beforehand.
 fn evaluate(
-    model: &Classifier,
-    loss_fn: &CrossEntropyLoss,
+    (model, loss_fn, fast): (&Classifier, &CrossEntropyLoss, Option<&ManualStep>),
     x: &Tensor,
     y: &Tensor,
 ) -> Result<(f32, f64), TrainError> {
+    let rows = y.size()[0] as f64;
+    if let Some(manual) = fast {
+        // The same loss and count as the lines below, from the fast step's
+        // kernels in one call.
+        let (loss, correct) = manual.f_evaluate(model, loss_fn, x, y)?;
+        return Ok((loss, correct as f64 / rows));
+    }
     // model.eval(); with torch.no_grad():
     tch::no_grad(|| {
         let logits = model.forward_t(x, false);
         // The labels were checked once, before any evaluation.
         let loss = loss_fn.f_forward_unchecked(&logits, y)?.f_double_value(&[])? as f32;
         let correct = logits.argmax(1, false).eq_tensor(y).sum(Kind::Int64).int64_value(&[]);
-        Ok((loss, correct as f64 / y.size()[0] as f64))
+        Ok((loss, correct as f64 / rows))
     })
 }
 
@@ -788,7 +795,7 @@ pub fn eval(
     let (_vs, model) = model_from_checkpoint(ck, device)?;
     let x = x.f_to_device(device)?;
     let y = data.labels_tensor().f_to_device(device)?;
-    let (loss, accuracy) = evaluate(&model, &CrossEntropyLoss::new(), &x, &y)?;
+    let (loss, accuracy) = evaluate((&model, &CrossEntropyLoss::new(), None), &x, &y)?;
     Ok(EvalRun {
         data: DataSummary {
             name: data.name.clone(),
