@@ -123,6 +123,70 @@ fn manual_step_equals_autograd_with_ignored_targets_weights_and_smoothing() {
     }
 }
 
+/// `ManualStep::f_evaluate` is `train`'s evaluation after each epoch:
+///
+/// ```python
+/// model.eval()
+/// with torch.no_grad():
+///     logits = model(x)
+///     loss = loss_fn(logits, y).item()
+///     correct = (logits.argmax(1) == y).sum().item()
+/// ```
+///
+/// the same bits, ties (argmax's first index) and NaN logits (argmax's
+/// first NaN) included.
+#[test]
+fn the_fast_evaluation_is_the_eval_mode_forward_loss_and_argmax() {
+    use cross_entropy_tch::model::{LinearStack, Mlp};
+    use cross_entropy_tch::CrossEntropyLoss;
+    use tch::nn::ModuleT;
+    let _rng = rng_lock();
+    tch::manual_seed(5);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Mlp::new(&vs.root(), 6, &[8], 5, 0.3);
+    let opts = (Kind::Float, Device::Cpu);
+    let x = Tensor::randn([300, 6], opts);
+    let y = Tensor::randint(5, [300], (Kind::Int64, Device::Cpu));
+    let plain = CrossEntropyLoss::new();
+    let smoothed =
+        CrossEntropyLoss::new().weight(Tensor::rand([5], opts) + 0.5).label_smoothing(0.1);
+    let step = ManualStep::new(&model).unwrap();
+    let check = |loss_fn: &CrossEntropyLoss, what: &str| {
+        let (loss, correct) = step.f_evaluate(&model, loss_fn, &x, &y).unwrap();
+        let logits = tch::no_grad(|| model.forward_t(&x, false));
+        let expected = loss_fn.forward(&logits, &y).double_value(&[]) as f32;
+        let expected_correct =
+            logits.argmax(1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+        assert!(
+            loss.to_bits() == expected.to_bits() || (loss.is_nan() && expected.is_nan()),
+            "{what}: loss {loss} against {expected}"
+        );
+        assert_eq!(correct, expected_correct, "{what}: correct rows");
+        correct
+    };
+    check(&plain, "trained weights");
+    check(&smoothed, "weights and smoothing");
+    let layers = model.linears();
+    let last = layers.last().unwrap();
+    let (w, b) = (&last.ws, last.bs.as_ref().unwrap());
+    tch::no_grad(|| {
+        // Classes 1 and 3 tie on every row (argmax answers 1), and beat the rest.
+        let row1 = w.get(1).copy();
+        w.get(3).copy_(&row1);
+        b.get(3).copy_(&b.get(1));
+        let _ = b.get(1).g_add_scalar_(100.0);
+        let _ = b.get(3).g_add_scalar_(100.0);
+    });
+    let ties = check(&plain, "ties");
+    assert_eq!(ties, y.eq(1).sum(Kind::Int64).int64_value(&[]), "ties go to the first class");
+    tch::no_grad(|| {
+        let _ = b.get(4).fill_(f64::NAN);
+        let _ = b.get(2).fill_(f64::NAN);
+    });
+    let nan = check(&plain, "NaN logits");
+    assert_eq!(nan, y.eq(2).sum(Kind::Int64).int64_value(&[]), "the first NaN is the largest");
+}
+
 #[test]
 fn bench_final_loss_equals_pytorchs() {
     let Some(python) = reference_python() else { return };
