@@ -12,6 +12,8 @@
 //!   `clip_grad_norm_`/`clip_grad_value_`, bit for bit (tch's Adam is not);
 //! - [`schedule`]: learning-rate schedulers with PyTorch's recursive formulas;
 //! - [`step`]: the exact fast step (the same gradients without autograd);
+//! - [`log_softmax`]: ATen's `log_softmax` and its backward, the same bits,
+//!   faster for a few classes (what the fast step runs);
 //! - [`data`]: the bundled data sets, the CSV reader, split, standardization;
 //! - [`training`]: the training loop (config in, per-epoch metrics out
 //!   through a callback) and evaluation;

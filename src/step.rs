@@ -95,7 +95,10 @@ impl std::str::FromStr for Backward {
 ///   `DivBackward0`, the sums' `expand`s, `MaskedFillBackward0`,
 ///   `NegBackward0`, with weights `MulBackward0`), added to the NLL
 ///   gradient where both reach `log_p`;
-/// - `LogSoftmaxBackward0`: `_log_softmax_backward_data(g, log_p, 1, Float)`;
+/// - `LogSoftmaxBackward0`: `_log_softmax_backward_data(g, log_p, 1, Float)`
+///   (this and the forward's `log_softmax` through
+///   [`crate::log_softmax`]: ATen's bits, about ten times faster under 16
+///   classes);
 /// - for each layer, last to first: `AddmmBackward0` + `TBackward0` for `W`,
 ///   `g.t().mm(h)` (autograd's `mm_mat2_backward` picks this form for
 ///   `W.t()`'s strides); the broadcast bias, `sum_to(g, [out])`, that is
