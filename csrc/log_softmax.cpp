@@ -17,8 +17,11 @@
 //                                                     compiles it)
 // Rows are done 16 lanes at a time across rows instead of one padded vector
 // a row: SLEEF's functions work lane by lane, so each element gets the same
-// bits. Anything else (another CPU capability, 16 or more classes, another
-// dtype or layout, CUDA) goes to ATen's own kernels.
+// bits. (Except a NaN's payload and sign: where two NaNs meet, x86 passes
+// on the one in a given operand position, and the compiler picks the
+// positions; a NaN stays a NaN.) Anything else (another CPU capability, 16
+// or more classes, another dtype or layout, CUDA) goes to ATen's own
+// kernels.
 // tests/kernels.rs compares both functions with ATen bit for bit.
 #include "log_softmax.h"
 
@@ -130,16 +133,20 @@ __attribute__((target("avx512f,fma"))) void backward_rows(const Sleef& s, const 
 }
 #endif
 
+// A plain dense f32 CPU tensor of like's shape, its elements in row-major
+// order in memory (the layout checked first: other layouts throw on
+// is_contiguous()).
 bool fits(const at::Tensor& t, const at::Tensor& like) {
-  return t.defined() && t.is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous() &&
-         t.sizes() == like.sizes();
+  return t.defined() && t.layout() == at::kStrided && t.is_cpu() &&
+         t.scalar_type() == at::kFloat && !t.is_neg() && !t._is_zerotensor() &&
+         t.is_contiguous() && t.sizes() == like.sizes();
 }
 
 }  // namespace
 
 bool ce::rows_kernel_applies(const at::Tensor& x) {
 #ifdef CE_ROWS_KERNEL
-  return x.dim() == 2 && x.size(1) >= 1 && x.size(1) < kLanes && fits(x, x) && sleef() != nullptr;
+  return fits(x, x) && x.dim() == 2 && x.size(1) >= 1 && x.size(1) < kLanes && sleef() != nullptr;
 #else
   (void)x;
   return false;
@@ -177,7 +184,9 @@ void ce::log_softmax_backward_out(at::Tensor& grad_in, const at::Tensor& grad,
 #include <ATen/ops/empty_like.h>
 
 extern "C" {
-int ce_rows_kernel_applies(const at::Tensor* x) { return ce::rows_kernel_applies(*x) ? 1 : 0; }
+int ce_rows_kernel_applies(const at::Tensor* x) {
+  return ce::guarded<int>(0, [&]() { return ce::rows_kernel_applies(*x) ? 1 : 0; });
+}
 
 at::Tensor* ce_log_softmax(const at::Tensor* x) {
   return ce::guarded<at::Tensor*>(nullptr, [&]() -> at::Tensor* {

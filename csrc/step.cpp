@@ -65,7 +65,7 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_forward(const at::Tensor& log_p
                                                          const std::optional<at::Tensor>& weight,
                                                          double eps, Smoothing& smoothing) {
   auto [loss, total_weight] = at::nll_loss_forward(log_p, y, weight, at::Reduction::Mean, -100);
-  if (eps == 0) return {loss, total_weight};
+  if (!(eps > 0)) return {loss, total_weight};  // (ATen: `if (label_smoothing > 0.0)`)
   const int64_t classes = log_p.size(1);
   at::Tensor& ignore_mask = smoothing.ignore_mask = y.eq(-100);
   at::Tensor smooth;
@@ -91,7 +91,7 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_forward(const at::Tensor& log_p
 // argmax(1) answers, compared with the labels: the number of matches.
 int64_t count_correct(const at::Tensor& logits, const at::Tensor& y) {
   if (!logits.is_cpu() || logits.scalar_type() != at::kFloat || !logits.is_contiguous() ||
-      y.scalar_type() != at::kLong || !y.is_contiguous()) {
+      logits.size(1) == 0 || y.scalar_type() != at::kLong || !y.is_contiguous()) {
     return logits.argmax(1).eq(y).sum().item<int64_t>();
   }
   const float* p = logits.const_data_ptr<float>();
@@ -164,7 +164,7 @@ at::Tensor* ce_cross_entropy_step(const at::Tensor* x, const at::Tensor* y, int6
     ce::log_softmax_out(log_p, out);  // (log_softmax.h: ATen's bits, faster)
     Smoothing smoothing;
     auto [loss, total_weight] = cross_entropy_forward(log_p, *y, weight, label_smoothing, smoothing);
-    if (label_smoothing == 0) {
+    if (!(label_smoothing > 0)) {
       // loss.backward(): the seed gradient of a scalar root is
       // ones_like(loss). NllLossBackward0, then LogSoftmaxBackward0:
       at::nll_loss_backward_out(g_nll, *one, log_p, *y, weight, at::Reduction::Mean, -100,

@@ -25,15 +25,17 @@ pub fn rows_kernel_applies(x: &Tensor) -> bool {
     unsafe { ce_rows_kernel_applies(x.as_ptr()) != 0 }
 }
 
-/// `x.log_softmax(1, x.kind())`, bit for bit.
+/// `x.log_softmax(1, x.kind())`, bit for bit (a NaN where ATen has a NaN,
+/// its payload aside: see `csrc/log_softmax.cpp`).
 pub fn log_softmax(x: &Tensor) -> Result<Tensor, TchError> {
     // SAFETY: a live tensor, only read; the result is a new tensor we own.
     owned_tensor(unsafe { ce_log_softmax(x.as_ptr()) })
 }
 
 /// `Tensor::internal_log_softmax_backward_data(grad, out, 1, out.kind())`
-/// (`torch._log_softmax_backward_data`), bit for bit: the gradient of the
-/// logits, given the gradient of `out = log_softmax(logits, 1)`.
+/// (`torch._log_softmax_backward_data`), bit for bit as `log_softmax`: the
+/// gradient of the logits, given the gradient of `out = log_softmax(logits,
+/// 1)` (of the same shape, else an error).
 pub fn log_softmax_backward(grad: &Tensor, out: &Tensor) -> Result<Tensor, TchError> {
     // SAFETY: live tensors, only read; the result is a new tensor we own.
     owned_tensor(unsafe { ce_log_softmax_backward(grad.as_ptr(), out.as_ptr()) })

@@ -187,7 +187,8 @@ impl ManualStep {
         let weight = loss.class_weight().map_or(std::ptr::null(), |w| w.as_ptr());
         let buffers = self.buffers.each_ref().map(|t| t.as_ptr() as *mut torch_sys::C_tensor);
         // SAFETY: every pointer is a live tch tensor (or null for no class
-        // weights) for the whole call, and each array holds one a layer; the C++ side writes only the gradient tensors and the
+        // weights) for the whole call, and each array holds one tensor per
+        // layer; the C++ side writes only the gradient tensors and the
         // buffers (in place, through `out=` kernels), catches every
         // exception, and hands back a new tensor that we own.
         let out = unsafe {

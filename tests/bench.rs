@@ -164,7 +164,7 @@ fn the_fast_evaluation_is_the_eval_mode_forward_loss_and_argmax() {
         assert_eq!(correct, expected_correct, "{what}: correct rows");
         correct
     };
-    check(&plain, "trained weights");
+    check(&plain, "initial weights");
     check(&smoothed, "weights and smoothing");
     let layers = model.linears();
     let last = layers.last().unwrap();
