@@ -38,6 +38,39 @@ at::Tensor mat1_backward(const at::Tensor& grad, const at::Tensor& mat2, const a
   return grad.mm(mat2.t());
 }
 
+// The class weights a caller passed, or none for null.
+std::optional<at::Tensor> optional_weight(const at::Tensor* class_weight) {
+  if (class_weight == nullptr) return std::nullopt;
+  return *class_weight;
+}
+
+// The hidden layers' forward (all but the last layer): F.linear (2-D input
+// with a bias) is addmm(b, h, W.t()); each hidden layer's output goes
+// through relu, then (train mode, 0 < p < 1) at::dropout's CPU path: noise
+// = empty_like(h).bernoulli_(1 - p), noise.div_(1 - p), h * noise. In eval
+// mode (dropout 0) the dropout is the identity. inputs[i] is layer i's
+// input, so inputs.back() is the last layer's.
+struct Hidden {
+  std::vector<at::Tensor> inputs, relu_out, noise;
+};
+
+Hidden hidden_forward(const at::Tensor& x, int64_t layers, const at::Tensor* const* w,
+                      const at::Tensor* const* b, double dropout) {
+  Hidden h{{x}, {}, {}};
+  for (int64_t i = 0; i < layers - 1; i++) {
+    h.relu_out.push_back(at::relu(at::addmm(*b[i], h.inputs.back(), w[i]->t())));
+    if (dropout > 0) {
+      h.noise.push_back(at::empty_like(h.relu_out.back()));
+      h.noise.back().bernoulli_(1 - dropout);
+      h.noise.back().div_(1 - dropout);
+      h.inputs.push_back(h.relu_out.back().mul(h.noise.back()));
+    } else {
+      h.inputs.push_back(h.relu_out.back());
+    }
+  }
+  return h;
+}
+
 // Sizes each of `bufs` to rows x classes, keeping its storage when it is
 // large enough: an out= kernel that had to resize a non-empty output would
 // print libtorch's deprecation warning on every change of batch size.
@@ -134,8 +167,7 @@ at::Tensor* ce_cross_entropy_step(const at::Tensor* x, const at::Tensor* y, int6
                                   at::Tensor* const* buf, const at::Tensor* one) {
   return ce::guarded<at::Tensor*>(nullptr, [&]() -> at::Tensor* {
     ce::BelowAutograd below;  // (below_autograd.h)
-    std::optional<at::Tensor> weight;
-    if (class_weight != nullptr) weight = *class_weight;
+    const std::optional<at::Tensor> weight = optional_weight(class_weight);
     const int64_t last = layers - 1;
     at::Tensor& out = *buf[0];
     at::Tensor& log_p = *buf[1];
@@ -143,22 +175,8 @@ at::Tensor* ce_cross_entropy_step(const at::Tensor* x, const at::Tensor* y, int6
     at::Tensor& g_out = *buf[3];
     size_buffers({&out, &log_p, &g_nll, &g_out}, x->size(0), w[last]->size(0));
 
-    // forward. F.linear (2-D input with a bias) is addmm(b, h, W.t()); each
-    // hidden layer's output goes through relu, then (train mode, 0 < p < 1)
-    // at::dropout's CPU path: noise = empty_like(h).bernoulli_(1 - p),
-    // noise.div_(1 - p), h * noise. inputs[i] is layer i's input.
-    std::vector<at::Tensor> inputs{*x}, relu_out, noise;
-    for (int64_t i = 0; i < last; i++) {
-      relu_out.push_back(at::relu(at::addmm(*b[i], inputs.back(), w[i]->t())));
-      if (dropout > 0) {
-        noise.push_back(at::empty_like(relu_out.back()));
-        noise.back().bernoulli_(1 - dropout);
-        noise.back().div_(1 - dropout);
-        inputs.push_back(relu_out.back().mul(noise.back()));
-      } else {
-        inputs.push_back(relu_out.back());
-      }
-    }
+    // forward (train mode), the last layer into the logits buffer.
+    const auto [inputs, relu_out, noise] = hidden_forward(*x, layers, w, b, dropout);
     at::addmm_out(out, *b[last], inputs.back(), w[last]->t());
     // F.cross_entropy is log_softmax over dim 1, then nll_loss.
     ce::log_softmax_out(log_p, out);  // (log_softmax.h: ATen's bits, faster)
@@ -220,15 +238,13 @@ at::Tensor* ce_cross_entropy_eval(const at::Tensor* x, const at::Tensor* y, int6
                                   int64_t* correct) {
   return ce::guarded<at::Tensor*>(nullptr, [&]() -> at::Tensor* {
     ce::BelowAutograd below;
-    std::optional<at::Tensor> weight;
-    if (class_weight != nullptr) weight = *class_weight;
+    const std::optional<at::Tensor> weight = optional_weight(class_weight);
     const int64_t last = layers - 1;
     at::Tensor& out = *buf[0];
     at::Tensor& log_p = *buf[1];
     size_buffers({&out, &log_p}, x->size(0), w[last]->size(0));
-    at::Tensor h = *x;
-    for (int64_t i = 0; i < last; i++) h = at::relu(at::addmm(*b[i], h, w[i]->t()));
-    at::addmm_out(out, *b[last], h, w[last]->t());
+    const Hidden hidden = hidden_forward(*x, layers, w, b, /*dropout=*/0);  // eval mode
+    at::addmm_out(out, *b[last], hidden.inputs.back(), w[last]->t());
     ce::log_softmax_out(log_p, out);
     Smoothing smoothing;
     auto [loss, total_weight] = cross_entropy_forward(log_p, *y, weight, label_smoothing, smoothing);

@@ -687,9 +687,10 @@ impl Adam {
                 continue;
             }
             s.step += 1.0; // step_t += 1
-                           // SAFETY: live tch tensors (or null without amsgrad) for the whole
-                           // call; the C++ side updates param and the moments in place and
-                           // catches every exception.
+
+            // SAFETY: live tch tensors (or null without amsgrad) for the whole
+            // call; the C++ side updates param and the moments in place and
+            // catches every exception.
             checked(unsafe {
                 ce_adam_step(
                     s.param.as_ptr() as *mut _,
@@ -846,9 +847,10 @@ impl RmsProp {
                 ));
             }
             s.step += 1; // step += 1
-                         // SAFETY: live tch tensors (or null where the state has none) for
-                         // the whole call; the C++ side updates param and the state in
-                         // place and catches every exception.
+
+            // SAFETY: live tch tensors (or null where the state has none) for
+            // the whole call; the C++ side updates param and the state in
+            // place and catches every exception.
             checked(unsafe {
                 ce_rmsprop_step(
                     s.param.as_ptr() as *mut _,

@@ -20,18 +20,12 @@ use tch::{Device, Tensor};
 
 const LOSS_REL: f64 = 1e-6;
 
-fn logits_tensor(rows: &[Vec<f32>]) -> Tensor {
-    let c = rows[0].len() as i64;
-    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
-    Tensor::from_slice(&flat).view([rows.len() as i64, c])
-}
-
 fn targets_tensor(targets: &[usize]) -> Tensor {
     Tensor::from_slice(&targets.iter().map(|&t| t as i64).collect::<Vec<_>>())
 }
 
 fn loss_of(rows: &[Vec<f32>], targets: &[usize]) -> f64 {
-    cross_entropy(&logits_tensor(rows), &targets_tensor(targets)).double_value(&[])
+    cross_entropy(&matrix_tensor(rows), &targets_tensor(targets)).double_value(&[])
 }
 
 fn matrix_of(t: &Tensor) -> Vec<Vec<f64>> {
@@ -133,7 +127,7 @@ fn gradient_is_softmax_minus_onehot_over_n() {
     for (n, c, scale) in [(1usize, 2usize, 3.0), (10, 3, 3.0), (17, 10, 30.0), (64, 5, 1e3)] {
         let rows = rng.matrix(n, c, -scale, scale);
         let targets: Vec<usize> = (0..n).map(|_| rng.below(c)).collect();
-        let logits = logits_tensor(&rows).set_requires_grad(true);
+        let logits = matrix_tensor(&rows).set_requires_grad(true);
         cross_entropy(&logits, &targets_tensor(&targets)).backward();
         let got = matrix_of(&logits.grad());
         let expected = cross_entropy_grad(&to_f64(&rows), &targets);
@@ -201,11 +195,11 @@ fn sgd_step_from_known_weights_matches_the_derivation() {
     let vs = nn::VarStore::new(Device::Cpu);
     let model = MyModel::new(&vs.root(), d as i64, c as i64);
     tch::no_grad(|| {
-        model.weight().shallow_clone().copy_(&logits_tensor(&w0));
+        model.weight().shallow_clone().copy_(&matrix_tensor(&w0));
         model.bias().shallow_clone().copy_(&Tensor::from_slice(&b0));
     });
     let mut sgd = nn::Sgd::default().build(&vs, lr).unwrap();
-    let loss = cross_entropy(&model.forward(&logits_tensor(&x)), &targets_tensor(&targets));
+    let loss = cross_entropy(&model.forward(&matrix_tensor(&x)), &targets_tensor(&targets));
     sgd.zero_grad();
     loss.backward();
     sgd.step();

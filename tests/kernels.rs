@@ -31,12 +31,6 @@ fn ours_expected() -> bool {
     }
 }
 
-fn tensor(rows: &[Vec<f32>]) -> Tensor {
-    let c = rows.first().map_or(0, |r| r.len()) as i64;
-    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
-    Tensor::from_slice(&flat).view([rows.len() as i64, c])
-}
-
 fn bits(t: &Tensor) -> Vec<u32> {
     Vec::<f32>::try_from(t.contiguous().view([-1])).unwrap().iter().map(|v| v.to_bits()).collect()
 }
@@ -93,7 +87,7 @@ fn log_softmax_and_its_backward_are_atens_bit_for_bit() {
     // rows: empty, one, and more than one block of 256.
     for c in [1, 2, 3, 7, 10, 15, 16, 17, 40] {
         for rows in [0, 1, 5, 255, 256, 600] {
-            let x = tensor(&logits(&mut rng, rows, c));
+            let x = matrix_tensor(&logits(&mut rng, rows, c));
             let what = format!("{rows} x {c}");
             let expected = ours_expected() && c < 16 && rows > 0;
             if rows > 0 {
@@ -110,7 +104,7 @@ fn log_softmax_and_its_backward_are_atens_bit_for_bit() {
                     _ => {}
                 }
             }
-            let grad = tensor(&grad);
+            let grad = matrix_tensor(&grad);
             let aten_out = x.log_softmax(1, Kind::Float);
             let aten = Tensor::internal_log_softmax_backward_data(&grad, &aten_out, 1, Kind::Float);
             assert_same_bits(
@@ -125,9 +119,9 @@ fn log_softmax_and_its_backward_are_atens_bit_for_bit() {
 #[test]
 fn what_our_kernels_do_not_cover_goes_to_aten() {
     let mut rng = Rng(11);
-    let x = tensor(&rng.matrix(9, 5, -4.0, 4.0));
+    let x = matrix_tensor(&rng.matrix(9, 5, -4.0, 4.0));
     // Not contiguous, f64, one dimension: ATen's kernels, the same answer.
-    let xt = tensor(&rng.matrix(5, 9, -4.0, 4.0)).tr();
+    let xt = matrix_tensor(&rng.matrix(5, 9, -4.0, 4.0)).tr();
     let x64 = x.to_kind(Kind::Double);
     for (t, what) in [(&xt, "transposed"), (&x64, "f64")] {
         assert!(!rows_kernel_applies(t), "{what}");
@@ -155,9 +149,9 @@ fn log_softmax_and_its_backward_match_f64() {
     for c in [2, 3, 10, 15] {
         let rows = rng.matrix(300, c, -10.0, 10.0);
         let grad = rng.matrix(300, c, -1.0, 1.0);
-        let x = tensor(&rows);
+        let x = matrix_tensor(&rows);
         let out = log_softmax(&x).unwrap();
-        let back = log_softmax_backward(&tensor(&grad), &out).unwrap();
+        let back = log_softmax_backward(&matrix_tensor(&grad), &out).unwrap();
         let (out, back) = (
             Vec::<f32>::try_from(out.view([-1])).unwrap(),
             Vec::<f32>::try_from(back.view([-1])).unwrap(),

@@ -100,6 +100,13 @@ impl Rng {
     }
 }
 
+/// Rows of f32 as an `[rows, columns]` tensor (`[0, 0]` for no rows).
+pub fn matrix_tensor(rows: &[Vec<f32>]) -> tch::Tensor {
+    let c = rows.first().map_or(0, |r| r.len()) as i64;
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    tch::Tensor::from_slice(&flat).view([rows.len() as i64, c])
+}
+
 pub fn to_f64(m: &[Vec<f32>]) -> Vec<Vec<f64>> {
     m.iter().map(|r| r.iter().map(|&v| v as f64).collect()).collect()
 }
