@@ -27,13 +27,7 @@ if [[ "$ce_tch" != "$(sed -n 's/^tch = "=\(.*\)"$/\1/p' "$ce_root/Cargo.toml")" 
     && rm "$ce_build_root/Cargo.toml.new" \
     || mv "$ce_build_root/Cargo.toml.new" "$ce_build_root/Cargo.toml"
   [[ -f "$ce_build_root/Cargo.lock" ]] || cp "$ce_root/Cargo.lock" "$ce_build_root/Cargo.lock"
-  # The first time, start from the default build's compiled dependencies
-  # (the same crates): only torch-sys, tch and this crate are then built.
-  if [[ ! -d "$ce_build_root/target/release" && -d "$ce_root/target/release/deps" ]]; then
-    mkdir -p "$ce_build_root/target/release"
-    cp -a "$ce_root/target/release/deps" "$ce_root/target/release/build" \
-      "$ce_root/target/release/.fingerprint" "$ce_build_root/target/release/"
-  fi
+  bash "$ce_root/scripts/seed-target.sh" "$ce_build_root/target" || return 1 2>/dev/null || exit 1
   ce_manifest="$ce_build_root/Cargo.toml"
 fi
 if [[ -z "${LIBTORCH:-}" ]]; then

@@ -26,27 +26,16 @@
 
 mod common;
 
-/// Starts `dir` (the `LIBTORCH=` block's target dir) as a copy of
-/// `target/release`'s compiled dependencies, the first time: cargo then
-/// rebuilds only what the other torch-sys configuration touches (torch-sys,
-/// tch and this crate, about 1.5 minutes) instead of every dependency
-/// (about 3.5). A copy, not hard links: rebuilt files must not change
-/// `target/release`'s.
+/// Starts `dir` (the `LIBTORCH=` block's target dir) from
+/// `target/release`'s compiled dependencies, the first time
+/// (`scripts/seed-target.sh`, which `scripts/env.sh` uses for the same).
 fn seed_target_dir(dir: &Path) {
-    let release = root().join("target/release");
-    if dir.join("release").exists() || !release.join("deps").exists() {
-        return;
-    }
-    std::fs::create_dir_all(dir.join("release")).unwrap();
-    for part in ["deps", "build", ".fingerprint"] {
-        let status = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(release.join(part))
-            .arg(dir.join("release"))
-            .status()
-            .expect("running cp");
-        assert!(status.success(), "copying target/release/{part}");
-    }
+    let status = Command::new("bash")
+        .arg(root().join("scripts/seed-target.sh"))
+        .arg(dir)
+        .status()
+        .expect("running bash");
+    assert!(status.success(), "scripts/seed-target.sh {}", dir.display());
 }
 
 use common::{root, skip};

@@ -126,3 +126,42 @@ fn signals_at_any_moment_leave_whole_files_or_none() {
     assert!(finished >= 1 || during_writes >= 4, "no run got to its end: {finished}");
     eprintln!("{stopped} stopped ({during_writes} among the writes), {finished} finished, {early} before main");
 }
+
+/// SIGKILL, which no handler sees, inside a write leaves the temporary file;
+/// the next run writing the same path removes it, but not one whose process
+/// is still alive (another run writing there).
+#[test]
+fn the_next_run_removes_what_a_sigkill_left() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sigkill");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let args = ["train", "--dataset", "iris", "--epochs", "2", "--quiet", "--device", "cpu"];
+    let args = [&args[..], &["--save", "s.safetensors"]].concat();
+    let mut child = bin()
+        .args(&args)
+        .current_dir(&dir)
+        .env("CE_COMMIT_PAUSE_MS", "5000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let orphan = dir.join(format!(".s.safetensors.tmp-{}", child.id()));
+    let started = Instant::now();
+    // The temporary file written whole, waiting for its rename.
+    while std::fs::metadata(&orphan).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "no temporary file was written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(orphan.exists(), "SIGKILL should leave the temporary file");
+    assert!(!dir.join("s.safetensors").exists());
+    let live = dir.join(format!(".s.safetensors.tmp-{}", std::process::id()));
+    std::fs::write(&live, b"another run's").unwrap();
+
+    let out = bin().args(&args).current_dir(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Checkpoint::read(&dir.join("s.safetensors")).unwrap();
+    assert!(!orphan.exists(), "the killed run's temporary file is left");
+    assert!(live.exists(), "a live process's temporary file was removed");
+}

@@ -32,7 +32,9 @@ impl AtomicFile {
             .with_context(|| format!("{flag} {shown}: expected a file path"))?
             .to_string_lossy();
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let prefix = format!(".{name}.tmp-");
+        remove_orphans(dir, &prefix);
+        let tmp = dir.join(format!("{prefix}{}", std::process::id()));
         signals::track(&tmp);
         let probe = std::fs::File::create(&tmp)
             .with_context(|| format!("{flag} {shown}: cannot write in {}", dir.display()));
@@ -81,6 +83,31 @@ impl Drop for AtomicFile {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
+}
+
+/// Removes `dir/PREFIXPID` files whose process is gone: what a run killed
+/// by SIGKILL (which no handler sees) left behind. A file whose PID is alive
+/// (another run writing the same path, or a reused PID) is left alone.
+fn remove_orphans(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else { continue };
+        let Ok(pid) = pid.parse::<libc::pid_t>() else { continue };
+        if pid > 0 && !process_alive(pid) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether process `pid` exists (signal 0 checks without sending; EPERM
+/// means it exists but belongs to someone else).
+fn process_alive(pid: libc::pid_t) -> bool {
+    // SAFETY: kill with signal 0 sends nothing.
+    if unsafe { libc::kill(pid, 0) } == 0 {
+        return true;
+    }
+    std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// A test hook: `CE_COMMIT_PAUSE_MS=N` waits N ms between writing a
