@@ -81,9 +81,11 @@ void size_buffers(std::initializer_list<at::Tensor*> bufs, int64_t rows, int64_t
   }
 }
 
-// The smoothing term's pieces that its backward reads again.
+// The smoothing term's pieces that its backward reads again (none when
+// cross_entropy_forward applied no smoothing).
 struct Smoothing {
   at::Tensor ignore_mask, w_row, denom;
+  bool applied() const { return denom.defined(); }
 };
 
 // F.cross_entropy(logits, y, weight, label_smoothing=eps) from log_p =
@@ -182,7 +184,7 @@ at::Tensor* ce_cross_entropy_step(const at::Tensor* x, const at::Tensor* y, int6
     ce::log_softmax_out(log_p, out);  // (log_softmax.h: ATen's bits, faster)
     Smoothing smoothing;
     auto [loss, total_weight] = cross_entropy_forward(log_p, *y, weight, label_smoothing, smoothing);
-    if (!(label_smoothing > 0)) {
+    if (!smoothing.applied()) {
       // loss.backward(): the seed gradient of a scalar root is
       // ones_like(loss). NllLossBackward0, then LogSoftmaxBackward0:
       at::nll_loss_backward_out(g_nll, *one, log_p, *y, weight, at::Reduction::Mean, -100,
