@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
 # One command: set up libtorch and the PyTorch reference if needed, then run
-# the whole test suite (format check, clippy, every test and doc test,
-# the README walk among them), then the libtorch 2.11 build's tests.
-#   scripts/test.sh [cargo test ARGS...]
+# the whole test suite against the default libtorch (2.13): format check,
+# clippy, every test and doc test, the README walk among them.
+#   scripts/test.sh                 the default libtorch
+#   scripts/test.sh --all-libtorch  and then the libtorch 2.11 build's tests
+#                                   (a second venv, 4.7 GB; what .ci/run runs)
+#   scripts/test.sh FILTER...       only tests whose names hold FILTER
+# It ends with one line, `tests: N passed, N failed, N skipped`, where a
+# test that skipped at run time (CUDA without a GPU, ...) counts as skipped.
 set -euo pipefail
+all_libtorch=0
+if [[ "${1:-}" == "--all-libtorch" ]]; then
+  all_libtorch=1
+  shift
+fi
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ce_root"
 if [[ "$ce_manifest" != "$ce_root/Cargo.toml" ]]; then
@@ -23,14 +33,54 @@ cargo fmt --all -- --check
 # profile, minutes of a cold CI run. The lints are the same.
 echo "== cargo clippy --release --all-targets -- -D warnings" >&2
 cargo clippy --release --all-targets -- -D warnings
+
+# Each skip is written here by tests/common's skip(), TEST<TAB>REASON.
+export CE_SKIP_LOG="$ce_root/target/skipped.log"
+rm -f "$CE_SKIP_LOG"
+log="$ce_root/target/test-output.log"
 # In release mode: the README walk (tests/readme.rs) runs `cargo run
 # --release` through the README's commands, and this way the tests and those
-# commands share one build instead of two.
-echo "== cargo test --release" >&2
-cargo test --release "$@"
+# commands share one build instead of two. cargo-nextest, where it is
+# installed, runs the tests of all 23 test binaries side by side (cargo test
+# runs one binary after another, and most of them spend their time waiting
+# on one process: a Python reference, the binary, a build), each test in
+# its own process; doc tests are cargo test's alone.
+status=0
+results="$ce_root/target/test-results.log" # cargo test's "test result:" lines
+: >"$results"
+passed=0 failed=0
+if command -v cargo-nextest >/dev/null 2>&1; then
+  echo "== cargo nextest run --release (and cargo test --release --doc)" >&2
+  cargo nextest run --release --no-fail-fast --no-tests=warn "$@" 2>&1 | tee "$log" || status=1
+  passed=$(sed -n 's/.* tests\? run: \([0-9]*\) passed.*/\1/p' "$log" | tail -1)
+  failed=$(sed -n 's/.* tests\? run: .* \([0-9]*\) failed.*/\1/p' "$log" | tail -1)
+  if [[ $# -eq 0 ]]; then
+    cargo test --release --doc 2>&1 | tee "$log" || status=1
+    grep '^test result:' "$log" >>"$results" || true
+  fi
+else
+  echo "== cargo test --release (cargo-nextest not found)" >&2
+  cargo test --release --no-fail-fast "$@" 2>&1 | tee "$log" || status=1
+  grep '^test result:' "$log" >>"$results" || true
+fi
 # And the build for the other supported libtorch release (2.11, tch 0.24:
 # scripts/setup.sh's table), so that it cannot rot: its parity, CLI,
-# generator and link tests against PyTorch 2.11 (a second venv, 4.7 GB).
-if [[ $# -eq 0 && -z "${CE_LIBTORCH:-}" && -z "${LIBTORCH:-}" ]]; then
-  CE_LIBTORCH=2.11 bash "$ce_root/scripts/test.sh"
+# generator and link tests against PyTorch 2.11.
+if ((all_libtorch)) && [[ $# -eq 0 && -z "${CE_LIBTORCH:-}" && -z "${LIBTORCH:-}" ]]; then
+  CE_LIBTORCH=2.11 bash "$ce_root/scripts/test.sh" 2>&1 | tee "$log" || status=1
+  grep '^test result:' "$log" >>"$results" || true
 fi
+while read -r p f; do
+  passed=$((${passed:-0} + p)) failed=$((${failed:-0} + f))
+done < <(sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$results")
+skipped=0
+if [[ -s "$CE_SKIP_LOG" ]]; then
+  skipped=$(cut -f1 "$CE_SKIP_LOG" | sort -u | wc -l)
+  echo "== skipped at run time:" >&2
+  sort -u "$CE_SKIP_LOG" | sed 's/^/   /' >&2
+fi
+passed=$((${passed:-0} - skipped))
+failed=${failed:-0}
+((failed == 0)) || status=1
+echo "tests: $passed passed, $failed failed, $skipped skipped"
+exit "$status"
