@@ -167,6 +167,17 @@ fn the_next_run_removes_what_a_sigkill_left() {
     assert!(live.exists(), "a live process's temporary file was removed");
 }
 
+/// Starts the binary in `dir`, its stderr kept for [`wait_end`].
+fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S], dir: &Path) -> std::process::Child {
+    bin()
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// What `/proc/PID` says of a running process: whether SIGINT and SIGTERM
 /// are blocked in its main thread, how many threads it has, and the CPU
 /// time it has used (clock ticks). `None` once it is gone.
@@ -214,12 +225,7 @@ fn wait_end(child: &mut std::process::Child, what: &str) -> std::process::Output
 #[test]
 fn the_signals_are_blocked_before_libtorch_initializes() {
     for attempt in 0..3 {
-        let mut child = bin()
-            .args(["--steps", "1"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn(&["--steps", "1"], Path::new("."));
         let (mut blocked_at, mut main_at) = (None, None);
         while let Some((blocked, threads, cpu)) = proc_state(child.id()) {
             if blocked && blocked_at.is_none() {
@@ -315,13 +321,7 @@ fn a_signal_at_any_moment_ends_with_one_line_and_its_status() {
             for f in ["s.safetensors", "p.svg", "m.csv", "c.safetensors"] {
                 let _ = std::fs::remove_file(dir.join(f));
             }
-            let mut child = bin()
-                .args(args)
-                .current_dir(&dir)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
+            let mut child = spawn(args, &dir);
             while !proc_state(child.id()).is_some_and(|(blocked, _, _)| blocked) {
                 assert!(
                     child.try_wait().unwrap().is_none(),
@@ -347,13 +347,7 @@ fn a_signal_at_any_moment_ends_with_one_line_and_its_status() {
         // And from the spawn on, without waiting for the mask.
         for delay_ms in [0u64, 2, 5, 10, 20, 40] {
             let what = format!("{name}: SIGTERM {delay_ms} ms after the spawn");
-            let mut child = bin()
-                .args(args)
-                .current_dir(&dir)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
+            let mut child = spawn(args, &dir);
             std::thread::sleep(Duration::from_millis(delay_ms));
             let masked = proc_state(child.id()).is_some_and(|(blocked, _, _)| blocked);
             // SAFETY: a signal to our own child.
