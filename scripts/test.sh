@@ -16,6 +16,15 @@ if [[ "${1:-}" == "--all-libtorch" ]]; then
 fi
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ce_root"
+# C/C++ through ccache where it is installed (Debian's compiler links in
+# /usr/lib/ccache): the README walk's LIBTORCH= build compiles torch-sys's
+# 800 kB C++ wrapper again with the same command line, 100 s without it.
+# On the PATH, not in CXX: cargo reruns a build script when CXX changes,
+# and the walk's commands run in a user's shell without this script's
+# variables (the PATH is kept).
+if [[ -d /usr/lib/ccache && ":$PATH:" != *:/usr/lib/ccache:* ]]; then
+  export PATH="/usr/lib/ccache:$PATH"
+fi
 if [[ "$ce_manifest" != "$ce_root/Cargo.toml" ]]; then
   # Another libtorch release (CE_LIBTORCH, see setup.sh): the same sources
   # built against it, and the tests that compare with that release's

@@ -94,10 +94,6 @@ fn assert_train_equal(rust: &Value, torch: &Value, what: &str) {
     }
 }
 
-fn train_both(python: &PathBuf, args: &[&str]) -> (Value, Value) {
-    train_both_with(python, args, &[])
-}
-
 /// Both programs with the same arguments and environment variables.
 fn train_both_with(python: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> (Value, Value) {
     let mut full = vec!["train", "--json", "--device", "cpu", "--quiet"];
@@ -307,27 +303,10 @@ fn default_training_reaches_the_accuracy_bars() {
 }
 
 fn eval_json(python: Option<&PathBuf>, ck: &Path, extra: &[&str]) -> Value {
-    let mut args = vec![
-        "eval",
-        "--json",
-        "--device",
-        "cpu",
-        "--dataset",
-        "iris",
-        "--load",
-        ck.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
+    let args = eval_args(ck, extra);
     match python {
-        None => json_of(run_bin(&args), "cross-entropy-tch eval"),
-        Some(py) => json_of(
-            std::process::Command::new(py)
-                .arg(root().join("scripts/reference.py"))
-                .args(&args)
-                .output()
-                .unwrap(),
-            "reference.py eval",
-        ),
+        None => json_of(rust_out(&args), "cross-entropy-tch eval"),
+        Some(py) => json_of(torch_outs(py, &[args]).remove(0), "reference.py eval"),
     }
 }
 
@@ -337,45 +316,109 @@ fn assert_eval_equal(a: &Value, b: &Value, what: &str) {
     assert_eq!(a["confusion_matrix"], b["confusion_matrix"], "{what}: confusion");
 }
 
+/// `train --json --device cpu --quiet ARGS`, as both programs take it.
+fn train_args(args: &[String]) -> Vec<String> {
+    let mut full: Vec<String> =
+        ["train", "--json", "--device", "cpu", "--quiet"].map(String::from).to_vec();
+    full.extend_from_slice(args);
+    full
+}
+
+/// `eval --json --device cpu --dataset iris --load CK EXTRA`.
+fn eval_args(ck: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> =
+        ["eval", "--json", "--device", "cpu", "--dataset", "iris", "--load"]
+            .map(String::from)
+            .to_vec();
+    args.push(ck.to_str().unwrap().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// The binary on one command line.
+fn rust_out(args: &[String]) -> std::process::Output {
+    bin().args(args).output().expect("running the cross-entropy-tch binary")
+}
+
+/// `scripts/reference.py` on each command line, all in one Python process
+/// ([`run_reference_batch`]: torch imported once, not once a case).
+fn torch_outs(python: &Path, cases: &[Vec<String>]) -> Vec<std::process::Output> {
+    let batch: Vec<(PathBuf, Vec<&str>)> = cases
+        .iter()
+        .map(|args| (std::env::temp_dir(), args.iter().map(String::as_str).collect()))
+        .collect();
+    run_reference_batch(python, &batch)
+}
+
 #[test]
 fn checkpoints_round_trip_with_pytorch() {
     let Some(python) = reference_python() else { return };
     // MyModel, and the MLP (its `layers.N` names, dropout in training only).
     let runs: [(&str, &[&str]); 2] =
         [("linear", &["--momentum", "0.9"]), ("mlp", &["--hidden", "8,4", "--dropout", "0.25"])];
-    for (name, extra) in runs {
-        let (ours, theirs) =
-            (tmp(&format!("ours-{name}.safetensors")), tmp(&format!("theirs-{name}.safetensors")));
-        let mut flags = vec!["--dataset", "iris", "--epochs", "40", "--batch-size", "24"];
-        flags.extend_from_slice(extra);
-        let mut rust_args = flags.clone();
-        rust_args.extend(["--save", ours.to_str().unwrap()]);
-        let mut torch_args = flags.clone();
-        torch_args.extend(["--save", theirs.to_str().unwrap()]);
-        let (r, _) = train_both(&python, &rust_args);
-        let (_, t) = train_both(&python, &torch_args);
+    let saves: Vec<(PathBuf, PathBuf)> = runs
+        .iter()
+        .map(|(name, _)| {
+            (tmp(&format!("ours-{name}.safetensors")), tmp(&format!("theirs-{name}.safetensors")))
+        })
+        .collect();
+    // The same training saved by each side (PyTorch's runs in one process).
+    let trainings = |side: usize| -> Vec<Vec<String>> {
+        runs.iter()
+            .zip(&saves)
+            .map(|((_, extra), (ours, theirs))| {
+                let mut flags =
+                    strings(&["--dataset", "iris", "--epochs", "40", "--batch-size", "24"]);
+                flags.extend(strings(extra));
+                let save = if side == 0 { ours } else { theirs };
+                flags.extend(strings(&["--save", save.to_str().unwrap()]));
+                train_args(&flags)
+            })
+            .collect()
+    };
+    let torch_trained = torch_outs(&python, &trainings(1));
+    for (((name, _), args), torch) in runs.iter().zip(trainings(0)).zip(torch_trained) {
+        let r = json_of(rust_out(&args), &format!("cross-entropy-tch {args:?}"));
+        let t = json_of(torch, "reference.py train");
         assert_train_equal(&r, &t, &format!("{name}: training before the saves"));
-
-        // The same training saved by each side: the same tensors and statistics.
-        let (a, b) = (Checkpoint::read(&ours).unwrap(), Checkpoint::read(&theirs).unwrap());
+    }
+    for ((name, _), (ours, theirs)) in runs.iter().zip(&saves) {
+        let (a, b) = (Checkpoint::read(ours).unwrap(), Checkpoint::read(theirs).unwrap());
         assert_eq!(a, b, "{name}: the checkpoints differ");
         assert!(a.standardizer.is_some());
         assert_eq!(a.layers.len(), 1 + a.hidden.len(), "{name}");
+    }
 
-        // Ours loads into PyTorch's model (strictly) and evaluates the same;
-        // PyTorch's loads here and evaluates the same.
-        for ck in [&ours, &theirs] {
-            let rust = eval_json(None, ck, &[]);
-            let torch = eval_json(Some(&python), ck, &[]);
-            assert_eval_equal(&rust, &torch, &ck.display().to_string());
-            assert!(rust["accuracy"].as_f64().unwrap() > 0.9, "{name}: {rust}");
+    // Ours loads into PyTorch's model (strictly) and evaluates the same;
+    // PyTorch's loads here and evaluates the same. And continuing from a
+    // checkpoint matches too (the MLP's sizes come from the file).
+    let mut cases = Vec::new();
+    for (ours, theirs) in &saves {
+        cases.push(eval_args(ours, &[]));
+        cases.push(eval_args(theirs, &[]));
+        cases.push(train_args(&strings(&[
+            "--dataset",
+            "iris",
+            "--epochs",
+            "5",
+            "--load",
+            ours.to_str().unwrap(),
+        ])));
+    }
+    for (args, torch) in cases.iter().zip(torch_outs(&python, &cases)) {
+        let what = format!("{args:?}");
+        let (rust, torch) =
+            (json_of(rust_out(args), &what), json_of(torch, &format!("reference.py {what}")));
+        if args[0] == "eval" {
+            assert_eval_equal(&rust, &torch, &what);
+            assert!(rust["accuracy"].as_f64().unwrap() > 0.9, "{what}: {rust}");
+        } else {
+            assert_train_equal(&rust, &torch, &format!("continued training: {what}"));
         }
-
-        // Continuing from a checkpoint matches too (the MLP's sizes come
-        // from the file).
-        let cont = ["--dataset", "iris", "--epochs", "5", "--load", ours.to_str().unwrap()];
-        let (r, t) = train_both(&python, &cont);
-        assert_train_equal(&r, &t, &format!("{name}: continued training"));
     }
 }
 
@@ -881,33 +924,51 @@ fn pt_state_dicts_load_as_in_pytorch_and_nothing_in_them_runs() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!marker.exists(), "the test's own torch.save ran the call");
 
+    // Every reference run below in one Python process.
+    let mut cases = Vec::new();
     for name in ["ordered.pt", "plain.pt", "mlp.pt"] {
         let path = dir.join(name);
-        let rust = eval_json(None, &path, &["--no-standardize"]);
-        let torch = eval_json(Some(&python), &path, &["--no-standardize"]);
-        assert_eval_equal(&rust, &torch, name);
+        cases.push(eval_args(&path, &["--no-standardize"]));
         // Training on from it, as PyTorch's load_state_dict + training.
         let load = ["--dataset", "iris", "--epochs", "5", "--load", path.to_str().unwrap()];
-        let (r, t) = train_both(&python, &load);
-        assert_train_equal(&r, &t, &format!("train --load {name}"));
+        cases.push(train_args(&strings(&load)));
     }
-    for name in ["call.pt", "root-call.pt", "whole.pt", "nested.pt"] {
+    let refused = ["call.pt", "root-call.pt", "whole.pt", "nested.pt"];
+    for name in refused {
         let path = dir.join(name);
-        let args =
-            ["eval", "--dataset", "iris", "--no-standardize", "--load", path.to_str().unwrap()];
-        let torch = std::process::Command::new(&python)
-            .arg(root().join("scripts/reference.py"))
-            .args(args)
-            .output()
-            .unwrap();
-        for (who, out) in [("rust", run_bin(&args)), ("pytorch", torch)] {
+        cases.push(strings(&[
+            "eval",
+            "--dataset",
+            "iris",
+            "--no-standardize",
+            "--load",
+            path.to_str().unwrap(),
+        ]));
+    }
+    let torch = torch_outs(&python, &cases);
+    for (args, torch) in cases.iter().zip(torch) {
+        let what = format!("{args:?}");
+        let rust = rust_out(args);
+        if args.contains(&"--json".to_string()) {
+            let (rust, torch) =
+                (json_of(rust, &what), json_of(torch, &format!("reference {what}")));
+            if args[0] == "eval" {
+                assert_eval_equal(&rust, &torch, &what);
+            } else {
+                assert_train_equal(&rust, &torch, &format!("train --load: {what}"));
+            }
+            continue;
+        }
+        let path = args.last().unwrap();
+        for (who, out) in [("rust", rust), ("pytorch", torch)] {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(2), "{who} {name}: {stderr}");
-            assert_eq!(stderr.trim_end().lines().count(), 1, "{who} {name}: {stderr}");
-            assert!(stderr.contains(&format!("--load {}: ", path.display())), "{stderr}");
-            assert!(out.stdout.is_empty(), "{who} {name}");
+            assert_eq!(out.status.code(), Some(2), "{who} {path}: {stderr}");
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{who} {path}: {stderr}");
+            assert!(stderr.contains(&format!("--load {path}: ")), "{stderr}");
+            assert!(out.stdout.is_empty(), "{who} {path}");
         }
     }
+    assert_eq!(cases.len(), 3 * 2 + refused.len());
     assert!(!marker.exists(), "loading a .pt ran code from it");
 }
 
