@@ -70,6 +70,41 @@ fn compile_shims(lib: &Path) {
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .warnings(false)
         .compile("ce_shims");
+    compile_distributed(root, &abi);
+}
+
+/// csrc/distributed.cpp (c10d's store, process group and collectives) and
+/// csrc/gloo.cpp (the one file with gloo's headers, which the torch wheel
+/// lacks: Debian's libgloo-dev, or `GLOO_INCLUDE`; see build-notes.md, "The
+/// gloo headers"). c10d's headers want C++20 and compile to nothing
+/// without USE_DISTRIBUTED and USE_C10D_GLOO. Every c10d and gloo symbol
+/// is libtorch_cpu.so's: nothing links Debian's libgloo.
+fn compile_distributed(root: &Path, abi: &str) {
+    println!("cargo:rerun-if-changed=csrc/distributed.cpp");
+    println!("cargo:rerun-if-changed=csrc/gloo.cpp");
+    println!("cargo:rerun-if-env-changed=GLOO_INCLUDE");
+    let gloo = env::var("GLOO_INCLUDE").unwrap_or_else(|_| "/usr/include".to_string());
+    if !Path::new(&gloo).join("gloo/context.h").exists() {
+        panic!(
+            "gloo's headers are not in {gloo} (gloo/context.h): install Debian's libgloo-dev \
+             (scripts/setup.sh does where it can), or set GLOO_INCLUDE to the directory \
+             holding gloo/ (build-notes.md)"
+        );
+    }
+    cc::Build::new()
+        .cpp(true)
+        .file("csrc/distributed.cpp")
+        .file("csrc/gloo.cpp")
+        .include(root.join("include"))
+        .include(root.join("include/torch/csrc/api/include"))
+        .include(&gloo)
+        .flag("-std=c++20")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .flag("-DUSE_DISTRIBUTED")
+        .flag("-DUSE_C10D_GLOO")
+        .warnings(false)
+        .compile("ce_distributed");
 }
 
 /// `MAJOR.MINOR.PATCH` from libtorch's `version.h`, next to its lib dir.

@@ -34,6 +34,22 @@ venv="$root/$VENV_NAME"
 
 die() { echo "setup: $*" >&2; exit 1; }
 
+# gloo's headers, for csrc/gloo.cpp (the torch wheel has none; every gloo
+# symbol is libtorch's, see build-notes.md): Debian's libgloo-dev, installed
+# here where apt can (as root), or GLOO_INCLUDE pointing at a dir with gloo/.
+gloo_include="${GLOO_INCLUDE:-/usr/include}"
+if [[ ! -f "$gloo_include/gloo/context.h" ]]; then
+  if [[ -z "${GLOO_INCLUDE:-}" && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing libgloo-dev (gloo's headers, for c10d's gloo backend)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libgloo-dev >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libgloo-dev >/dev/null 2>&1; } \
+      || die "could not install libgloo-dev with apt-get (gloo's headers); install it, or set GLOO_INCLUDE to a directory holding gloo/"
+  else
+    die "gloo's headers are missing ($gloo_include/gloo/context.h): apt-get install libgloo-dev, or set GLOO_INCLUDE to a directory holding gloo/"
+  fi
+fi
+
 if [[ -n "${LIBTORCH:-}" ]]; then
   [[ -d "$LIBTORCH/lib" ]] || die "LIBTORCH=$LIBTORCH has no lib/ directory; unset it to use the venv, or point it at an unzipped libtorch"
   echo "libtorch: $LIBTORCH (from LIBTORCH; nothing installed)"

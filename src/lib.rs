@@ -18,18 +18,22 @@
 //! - [`training`]: the training loop (config in, per-epoch metrics out
 //!   through a callback) and evaluation;
 //! - [`checkpoint`]: safetensors checkpoints PyTorch reads and writes;
-//! - [`device`]: `cpu`, `cuda`, `cuda:N` or `auto`, resolved on this machine.
+//! - [`device`]: `cpu`, `cuda`, `cuda:N` or `auto`, resolved on this machine;
+//! - [`distributed`]: c10d's process group (gloo), `torchrun`'s environment
+//!   and DDP's parameter broadcast and gradient averaging.
 //!
 //! The command line (`cross-entropy-tch`) sits on top of this library behind
 //! the default `cli` feature: `default-features = false` brings no clap,
 //! indicatif or plotters. Errors are typed ([`LossError`],
 //! [`data::DataError`], [`checkpoint::CheckpointError`],
-//! [`training::TrainError`], [`device::DeviceError`]) and say what is wrong in
+//! [`training::TrainError`], [`device::DeviceError`],
+//! [`distributed::DistributedError`]) and say what is wrong in
 //! the library's terms.
 
 pub mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod distributed;
 pub mod example;
 mod ffi;
 pub mod init;

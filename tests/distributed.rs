@@ -1,0 +1,293 @@
+//! c10d from Rust (`cross_entropy_tch::distributed`) against PyTorch's
+//! `torch.distributed`, on 127.0.0.1 only (gloo on the loopback, `lo`):
+//! a Rust rank and Python ranks in one group reduce together, and DDP
+//! training with Rust ranks equals PyTorch DDP's bit for bit.
+
+mod common;
+
+use common::*;
+use cross_entropy_tch::distributed::{DistributedDataParallel, ProcessGroup, Rendezvous};
+use cross_entropy_tch::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use cross_entropy_tch::{CrossEntropyLoss, MyModel};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tch::nn::{Module, VarStore};
+use tch::{Device, Kind, Tensor};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A port nobody listens on right now (the kernel's pick).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn rendezvous(rank: usize, world_size: usize, port: u16) -> Rendezvous {
+    Rendezvous {
+        rank,
+        world_size,
+        local_rank: rank,
+        master_addr: "127.0.0.1".to_string(),
+        master_port: port,
+        agent_store: false,
+    }
+}
+
+fn join(rank: usize, world_size: usize, port: u16) -> ProcessGroup {
+    ProcessGroup::with_interfaces(&rendezvous(rank, world_size, port), TIMEOUT, &["lo"])
+        .unwrap_or_else(|e| panic!("rank {rank}: {e}"))
+}
+
+/// `python -c SCRIPT` as rank `rank` of an `env://` job (what torchrun sets).
+fn python_rank(python: &PathBuf, script: &str, rank: usize, world: usize, port: u16) -> Child {
+    Command::new(python)
+        .args(["-c", script])
+        .env("RANK", rank.to_string())
+        .env("WORLD_SIZE", world.to_string())
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+        .env("GLOO_SOCKET_IFNAME", "lo")
+        .env("OMP_NUM_THREADS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting a Python rank")
+}
+
+fn json_of(child: Child, what: &str) -> Value {
+    let out = child.wait_with_output().expect("waiting for a Python rank");
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: not JSON ({e})"))
+}
+
+fn floats(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap()
+}
+
+fn json_floats(v: &Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+/// Each rank's values: `arange(5) * (rank + 1) + 0.25 * rank`, all exact
+/// in f32, so the sums are exact in any order (the f64 oracle).
+const COLLECTIVES: &str = r#"
+import json, torch, torch.distributed as dist
+from datetime import timedelta
+dist.init_process_group("gloo", timeout=timedelta(seconds=60))
+r = dist.get_rank()
+t = torch.arange(5, dtype=torch.float32) * (r + 1) + 0.25 * r
+dist.all_reduce(t)
+b = torch.full((3,), float(r))
+dist.broadcast(b, src=0)
+dist.barrier()
+print(json.dumps({"sum": t.tolist(), "broadcast": b.tolist()}))
+dist.destroy_process_group()
+"#;
+
+#[test]
+fn a_rust_rank_and_python_ranks_reduce_together() {
+    let Some(python) = reference_python() else { return };
+    for world in [2, 3] {
+        let port = free_port();
+        let others: Vec<Child> =
+            (1..world).map(|r| python_rank(&python, COLLECTIVES, r, world, port)).collect();
+        let mut pg = join(0, world, port);
+        assert_eq!((pg.rank(), pg.world_size()), (0, world));
+        let mut t = Tensor::arange(5, (Kind::Float, Device::Cpu));
+        pg.all_reduce_sum(&mut t).unwrap();
+        let mut b = Tensor::full([3], 0.0, (Kind::Float, Device::Cpu));
+        pg.broadcast(&mut b, 0).unwrap();
+        pg.barrier().unwrap();
+        let oracle: Vec<f32> = (0..5)
+            .map(|i| {
+                (0..world).map(|r| i as f64 * (r + 1) as f64 + 0.25 * r as f64).sum::<f64>() as f32
+            })
+            .collect();
+        assert_eq!(floats(&t), oracle, "{world} ranks: ours");
+        for (r, child) in others.into_iter().enumerate() {
+            let doc = json_of(child, &format!("Python rank {}", r + 1));
+            assert_eq!(json_floats(&doc["sum"]), oracle, "{world} ranks: Python rank {}", r + 1);
+            assert_eq!(json_floats(&doc["broadcast"]), vec![0.0; 3], "rank {}", r + 1);
+        }
+    }
+}
+
+/// PyTorch DDP on the seed's model: 20 rows of `randn`, each rank its
+/// shard `x[rank::world]` (DistributedSampler without shuffling), a model
+/// seeded differently on each rank (DDP broadcasts rank 0's), five steps.
+/// Prints the losses and the final parameters of its rank.
+const DDP: &str = r#"
+import json, os, sys, torch, torch.distributed as dist, torch.nn as nn
+from datetime import timedelta
+from torch.nn.parallel import DistributedDataParallel as DDP
+dist.init_process_group("gloo", timeout=timedelta(seconds=60))
+r, w = dist.get_rank(), dist.get_world_size()
+torch.manual_seed(0)
+x = torch.randn(20, 10)
+y = torch.randint(0, 3, (20,))
+torch.manual_seed(100 + r)
+model = DDP(nn.Linear(10, 3))
+opt = (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if sys.argv[1] == "sgd"
+       else torch.optim.Adam(model.parameters(), lr=0.01))
+losses = []
+for step in range(5):
+    loss = nn.CrossEntropyLoss()(model(x[r::w]), y[r::w])
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    losses.append(loss.item())
+m = model.module
+print(json.dumps({"losses": losses, "weight": m.weight.flatten().tolist(), "bias": m.bias.tolist()}))
+# No rank leaves (and takes rank 0's store with it) before all are done.
+dist.barrier()
+dist.destroy_process_group()
+"#;
+
+/// The same job as [`DDP`]'s, as rank `rank` here: what a porter's loop
+/// with `broadcast_parameters` and `all_reduce_gradients` looks like.
+fn rust_ddp_rank(mut pg: ProcessGroup, optimizer: &str) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (rank, world) = (pg.rank() as i64, pg.world_size() as i64);
+    let (x, y, vs, model) = {
+        // tch's generator is the process's: one rank builds at a time.
+        static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = BUILD.lock().unwrap();
+        tch::manual_seed(0);
+        let x = Tensor::randn([20, 10], (Kind::Float, Device::Cpu));
+        let y = Tensor::randint(3, [20], (Kind::Int64, Device::Cpu));
+        tch::manual_seed(100 + rank);
+        let vs = VarStore::new(Device::Cpu);
+        let model = MyModel::new(&vs.root(), 10, 3);
+        (x, y, vs, model)
+    };
+    let mut ddp = DistributedDataParallel::new(&mut pg, &vs).unwrap();
+    let kind = if optimizer == "sgd" { OptimizerKind::Sgd } else { OptimizerKind::Adam };
+    let mut config = OptimizerConfig::new(kind);
+    if optimizer == "sgd" {
+        (config.lr, config.momentum) = (0.1, 0.9);
+    } else {
+        config.lr = 0.01;
+    }
+    let mut opt = Optimizer::build(&vs, &config).unwrap();
+    let (xs, ys) = (x.slice(0, rank, 20, world), y.slice(0, rank, 20, world));
+    let mut losses = Vec::new();
+    for _ in 0..5 {
+        let logits = ddp.forward(|| model.forward(&xs)).unwrap();
+        let loss = CrossEntropyLoss::new().forward(&logits, &ys);
+        opt.zero_grad();
+        loss.backward();
+        opt.step().unwrap();
+        losses.push(loss.double_value(&[]) as f32);
+    }
+    pg.barrier().unwrap(); // the scripts' last barrier
+    let vars = vs.variables();
+    (losses, floats(&vars["linear.weight"]), floats(&vars["linear.bias"]))
+}
+
+fn ddp_doc(doc: &Value) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    (json_floats(&doc["losses"]), json_floats(&doc["weight"]), json_floats(&doc["bias"]))
+}
+
+#[test]
+fn ddp_with_rust_ranks_equals_pytorch_ddp() {
+    let Some(python) = reference_python() else { return };
+    for optimizer in ["sgd", "adam"] {
+        let script = DDP.replace("sys.argv[1]", &format!("{optimizer:?}"));
+        for world in [2usize, 3] {
+            // PyTorch alone: `world` Python ranks.
+            let port = free_port();
+            let torch: Vec<_> = (0..world)
+                .map(|r| python_rank(&python, &script, r, world, port))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .enumerate()
+                .map(|(r, c)| ddp_doc(&json_of(c, &format!("PyTorch DDP rank {r}"))))
+                .collect();
+            for r in 1..world {
+                assert_eq!(torch[r].1, torch[0].1, "PyTorch's ranks agree");
+            }
+            // Ours alone: `world` Rust ranks (threads of this process, each
+            // its own store client and gloo context).
+            let port = free_port();
+            let threads: Vec<_> = (0..world)
+                .map(|r| std::thread::spawn(move || rust_ddp_rank(join(r, world, port), optimizer)))
+                .collect();
+            let ours: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            // A mixed job: rank 0 ours, the others PyTorch DDP.
+            let port = free_port();
+            let others: Vec<Child> =
+                (1..world).map(|r| python_rank(&python, &script, r, world, port)).collect();
+            let mixed0 = rust_ddp_rank(join(0, world, port), optimizer);
+            let mixed: Vec<_> = others
+                .into_iter()
+                .map(|c| ddp_doc(&json_of(c, "a Python rank of the mixed job")))
+                .collect();
+
+            let what = format!("{optimizer}, {world} ranks");
+            for r in 0..world {
+                // Each rank's loss is its own shard's.
+                assert_eq!(ours[r].0, torch[r].0, "{what}: rank {r}'s losses");
+                assert_eq!(ours[r].1, torch[r].1, "{what}: rank {r}'s weight");
+                assert_eq!(ours[r].2, torch[r].2, "{what}: rank {r}'s bias");
+            }
+            assert_eq!(mixed0, torch[0], "{what}: the mixed job's Rust rank");
+            for (i, m) in mixed.iter().enumerate() {
+                assert_eq!(m, &torch[i + 1], "{what}: the mixed job's Python rank {}", i + 1);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_bad_environment_is_one_clear_error() {
+    let vars = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    };
+    let cases: [(&'static [(&str, &str)], &str); 5] = [
+        (&[], "WORLD_SIZE: not set"),
+        (&[("WORLD_SIZE", "two")], "WORLD_SIZE: \"two\" is not a non-negative integer"),
+        (&[("WORLD_SIZE", "2"), ("RANK", "2")], "RANK: 2 is not below WORLD_SIZE 2"),
+        (&[("WORLD_SIZE", "0"), ("RANK", "0")], "WORLD_SIZE: is 0"),
+        (
+            &[("RANK", "1"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "70000")],
+            "MASTER_PORT: \"70000\" is not a port (0 to 65535)",
+        ),
+    ];
+    for (env, message) in cases {
+        let err = Rendezvous::from_vars(vars(env)).unwrap_err().to_string();
+        assert!(err.starts_with(message), "{env:?}: {err}");
+    }
+    let rdv = Rendezvous::from_vars(vars(&[
+        ("RANK", "1"),
+        ("WORLD_SIZE", "2"),
+        ("MASTER_ADDR", "127.0.0.1"),
+        ("MASTER_PORT", "29500"),
+        ("TORCHELASTIC_USE_AGENT_STORE", "True"),
+    ]))
+    .unwrap();
+    assert_eq!(rdv, Rendezvous { agent_store: true, ..rendezvous(1, 2, 29500) });
+
+    // Nobody hosts the store: rank 1 gives up after the timeout, with c10d's
+    // reason on one line.
+    let started = std::time::Instant::now();
+    let err = ProcessGroup::with_interfaces(
+        &rendezvous(1, 2, free_port()),
+        Duration::from_secs(2),
+        &["lo"],
+    )
+    .err()
+    .expect("no store to join");
+    let message = err.to_string();
+    assert!(started.elapsed() < Duration::from_secs(30), "{message}");
+    assert!(message.starts_with("joining the process group: "), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+    // A port in use: rank 0 cannot host the store there.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let err = ProcessGroup::with_interfaces(&rendezvous(0, 1, port), TIMEOUT, &["lo"])
+        .err()
+        .expect("a busy port");
+    let message = err.to_string();
+    assert!(message.starts_with("joining the process group: "), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+}
