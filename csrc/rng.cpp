@@ -7,6 +7,7 @@
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/randperm.h>
 #include <cstdint>
 #include <cstring>
 #include <mutex>
@@ -36,6 +37,16 @@ int ce_cpu_rng_set_state(const uint8_t* bytes, int64_t len) {
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(state);
     return 0;
+  });
+}
+
+// torch.randperm(n, generator=g) with g = torch.Generator() and
+// g.manual_seed(seed): a generator of its own, the default one untouched
+// (DistributedSampler's shuffle). A new tensor, or null on an error.
+at::Tensor* ce_randperm_with_seed(int64_t n, uint64_t seed) {
+  return ce::guarded<at::Tensor*>(nullptr, [&] {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+    return new at::Tensor(at::randperm(n, gen, at::kLong));
   });
 }
 }

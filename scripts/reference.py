@@ -809,6 +809,9 @@ def train_parser():
     p.add_argument("--checkpoint-every", type=at_least(1, 64, signed=False), default=None)
     p.add_argument("--resume", type=path_arg, default=None)
     p.add_argument("--quiet", action="store_true")
+    # Under torchrun (WORLD_SIZE set) each process is one rank of a DDP
+    # job; --nproc is the Rust binary's own launcher, not this script's.
+    p.add_argument("--dist-timeout", type=float, default=120.0)
     common_flags(p)
     return p
 
@@ -1136,8 +1139,23 @@ def train_main(args):
                          "(MyModel has no Dropout)")
     if res:
         check_resume(res, args, data, n)
-    save = OutputFile(args.save, "--save") if args.save else None
-    resume_out = OutputFile(args.checkpoint, "--checkpoint") if args.checkpoint else None
+    # One rank of a DDP job under torchrun: init_process_group("gloo"), the
+    # model wrapped in DDP, each epoch's rows from a DistributedSampler
+    # (indexed directly: a DataLoader's iterator would draw a base seed from
+    # the default generator every epoch, and move dropout's masks), rank 0
+    # prints and writes.
+    ddp = "WORLD_SIZE" in os.environ
+    rank, world = 0, 1
+    if ddp:
+        import datetime
+        import torch.distributed as dist
+        from torch.utils.data.distributed import DistributedSampler
+        dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=args.dist_timeout))
+        rank, world = dist.get_rank(), dist.get_world_size()
+    lead = rank == 0
+    save = OutputFile(args.save, "--save") if args.save and lead else None
+    resume_out = (OutputFile(args.checkpoint, "--checkpoint")
+                  if args.checkpoint and lead else None)
     x, y = data.x, data.y
     stats = ck.stats if ck else None
 
@@ -1164,16 +1182,21 @@ def train_main(args):
     x_train, y_train = xs[train_idx].to(device), y[train_idx].to(device)
     x_test, y_test = xs[test_idx].to(device), y[test_idx].to(device)
     n_train = len(y_train)
+    net = model
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(model)
     optimizer = optimizer_cls(model.parameters(), **optimizer_kwargs)
-    batch = min(args.batch_size or n_train, n_train)
-    steps_per_epoch = -(-n_train // batch)
+    n_rank = -(-n_train // world)  # DistributedSampler's num_samples
+    batch = min(args.batch_size or n_rank, n_rank)
+    steps_per_epoch = -(-n_rank // batch)
     scheduler = scheduler_of(args, optimizer, steps_per_epoch)
     per_batch = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
     weight = None if weights is None else torch.tensor(weights, dtype=torch.float32).to(device)
     loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=args.label_smoothing)
 
     def step(xb, yb, epoch, k):
-        outputs = model(xb)
+        outputs = net(xb)
         loss = loss_fn(outputs, yb)
         value = loss.item()
         if not math.isfinite(value):  # as the binary: no step on it, an error
@@ -1200,7 +1223,15 @@ def train_main(args):
     for epoch in range(first_epoch, args.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         model.train()
-        if batch >= n_train:
+        if ddp:
+            sampler = DistributedSampler(range(n_train), num_replicas=world, rank=rank,
+                                         shuffle=batch < n_rank, seed=args.seed)
+            sampler.set_epoch(epoch - 1)
+            order = torch.tensor(list(sampler))
+            for k, first in enumerate(range(0, n_rank, batch), 1):
+                idx = order[first:first + batch].to(device)
+                step(x_train[idx], y_train[idx], epoch, k)
+        elif batch >= n_train:
             step(x_train, y_train, epoch, 1)
         else:
             order = torch.randperm(n_train)
@@ -1220,12 +1251,19 @@ def train_main(args):
             scheduler.step(test_loss if scheduler.mode == "min" else test_acc)
         elif scheduler is not None and not per_batch:
             scheduler.step()
-        if args.checkpoint_every and epoch % args.checkpoint_every == 0 and epoch < args.epochs:
+        if (args.checkpoint_every and epoch % args.checkpoint_every == 0
+                and epoch < args.epochs and lead):
             save_resume(model, optimizer, scheduler, stats, args, n, classes, resume_out, epoch)
-        if not args.quiet and not args.json:
+        if not args.quiet and not args.json and lead:
             print(f"epoch {epoch}/{args.epochs}: train loss {train_loss:.4f} acc {train_acc:.3f} | "
                   f"test loss {test_loss:.4f} acc {test_acc:.3f}")
     seconds = time.perf_counter() - start
+    if ddp:
+        del net  # DDP's reducer goes before its process group
+        dist.barrier()  # no rank leaves (with rank 0's store) before all are done
+        dist.destroy_process_group()
+    if not lead:
+        return
     if save:
         save_checkpoint(model, stats, save)
     if resume_out:
@@ -1252,6 +1290,7 @@ def train_main(args):
             "train_seconds": seconds,
             "samples_per_second": n_train * args.epochs / seconds,
             "backward": "autograd",
+            "world_size": world,
         }
         json.dump(doc, sys.stdout)
         sys.stdout.write("\n")

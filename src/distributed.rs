@@ -81,6 +81,8 @@ pub enum DistributedError {
     /// A collective failed (c10d's message: a rank that went away, a
     /// timeout).
     Collective { op: &'static str, message: String },
+    /// A rank whose fingerprint (of its settings) differs from rank 0's.
+    Mismatch { what: String, rank: usize },
     /// A string with a NUL byte in it.
     Nul(NulError),
 }
@@ -91,6 +93,10 @@ impl fmt::Display for DistributedError {
             Self::Env { var, reason } => write!(f, "{var}: {reason}"),
             Self::Init(message) => write!(f, "joining the process group: {}", first_line(message)),
             Self::Collective { op, message } => write!(f, "{op}: {}", first_line(message)),
+            Self::Mismatch { what, rank } => write!(
+                f,
+                "rank {rank} was started with other {what} than rank 0; start every rank with the same ones"
+            ),
             Self::Nul(e) => write!(f, "{e}"),
         }
     }
@@ -295,6 +301,23 @@ impl ProcessGroup {
         }
     }
 
+    /// Checks that every rank was started with the same `what` (their
+    /// `fingerprint`, e.g. a hash of the settings), through the store: each
+    /// rank publishes its own and reads all the others', so every rank of
+    /// a mismatched job stops with the same error instead of waiting in the
+    /// first collective. A collective: every rank calls it once.
+    pub fn check_same(&mut self, what: &str, fingerprint: &[u8]) -> Result<(), DistributedError> {
+        let key = |rank: usize| format!("cross-entropy-tch/{what}/{rank}");
+        self.store_set(&key(self.rank), fingerprint)?;
+        let first = self.store_get(&key(0))?;
+        for rank in 1..self.world_size {
+            if self.store_get(&key(rank))? != first {
+                return Err(DistributedError::Mismatch { what: what.to_string(), rank });
+            }
+        }
+        Ok(())
+    }
+
     /// DDP's start (`_sync_module_states`): every parameter takes rank 0's
     /// values, so all ranks start from the same model.
     pub fn broadcast_parameters(&mut self, vs: &VarStore) -> Result<(), DistributedError> {
@@ -424,6 +447,38 @@ impl Drop for DistributedDataParallel {
         // SAFETY: made by ce_ddp_new, freed once.
         unsafe { ce_ddp_free(self.ddp.as_ptr()) }
     }
+}
+
+/// The rows `DistributedSampler(dataset of n rows, num_replicas=world_size,
+/// rank=rank, shuffle=shuffle, seed=seed, drop_last=False)` gives rank
+/// `rank` after `sampler.set_epoch(epoch)`, in its order:
+///
+/// ```python
+/// g = torch.Generator(); g.manual_seed(seed + epoch)  # shuffle only
+/// indices = torch.randperm(n, generator=g).tolist()   # else list(range(n))
+/// indices += indices[:total_size - n]   # padded to a multiple of world_size
+/// indices = indices[rank:total_size:world_size]       # ceil(n / world_size)
+/// ```
+pub fn sampler_indices(
+    n: usize,
+    world_size: usize,
+    rank: usize,
+    shuffle: bool,
+    seed: i64,
+    epoch: i64,
+) -> Result<Vec<i64>, crate::rng::RngError> {
+    let indices: Vec<i64> = if shuffle {
+        let perm = crate::rng::randperm_with_seed(n as i64, seed.wrapping_add(epoch))?;
+        Vec::<i64>::try_from(&perm).map_err(|e| crate::rng::RngError(e.to_string()))?
+    } else {
+        (0..n as i64).collect()
+    };
+    let num_samples = n.div_ceil(world_size);
+    let total_size = num_samples * world_size;
+    // indices += (indices * ceil(padding / n))[:padding], which is also
+    // the `padding <= n` branch's indices[:padding].
+    let padded: Vec<i64> = indices.iter().copied().cycle().take(total_size).collect();
+    Ok(padded.into_iter().skip(rank).step_by(world_size).collect())
 }
 
 /// `sizeof(ProcessGroupGloo)` and `sizeof(ProcessGroupGloo::Options)` as

@@ -63,6 +63,10 @@ fn main() -> ExitCode {
         // A closed stdout (`| head`) is the reader saying it has enough, as
         // for cat and ripgrep: end quietly.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        // `train --nproc`: the failed rank said why; its status is ours.
+        Err(e) if e.downcast_ref::<cli::launch::RankFailed>().is_some() => {
+            ExitCode::from(e.downcast_ref::<cli::launch::RankFailed>().map_or(1, |f| f.0))
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             if UsageError::is_in(&e) {

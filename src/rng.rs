@@ -15,6 +15,7 @@ use std::fmt;
 extern "C" {
     fn ce_cpu_rng_get_state(out: *mut u8, cap: i64) -> i64;
     fn ce_cpu_rng_set_state(bytes: *const u8, len: i64) -> std::os::raw::c_int;
+    fn ce_randperm_with_seed(n: i64, seed: u64) -> *mut torch_sys::C_tensor;
 }
 
 /// libtorch refused to read or set the generator's state.
@@ -57,4 +58,15 @@ pub fn set_cpu_state(state: &[u8]) -> Result<(), RngError> {
         return Err(last_error());
     }
     Ok(())
+}
+
+/// `torch.randperm(n, generator=g)` after `g = torch.Generator();
+/// g.manual_seed(seed)`: drawn from a generator of its own, so the default
+/// one (dropout's, the split's) does not move. What `DistributedSampler`
+/// shuffles with, `seed` being its `seed + epoch`. A negative seed is
+/// taken as PyTorch takes it (its 64-bit two's complement).
+pub fn randperm_with_seed(n: i64, seed: i64) -> Result<tch::Tensor, RngError> {
+    // SAFETY: no pointers in; a new tensor or null out.
+    let t = unsafe { ce_randperm_with_seed(n, seed as u64) };
+    crate::ffi::owned_tensor(t).map_err(|e| RngError(e.to_string()))
 }

@@ -3,6 +3,7 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::data::{split, Dataset, SplitError, Standardizer};
+use crate::distributed::{self, DistributedDataParallel, DistributedError, ProcessGroup};
 use crate::loss::{CrossEntropyLoss, LossError};
 use crate::model::{Classifier, LinearStack};
 use crate::optim::{
@@ -48,6 +49,8 @@ pub enum TrainError {
     Checkpointing(String),
     /// libtorch refused a call.
     Torch(TchError),
+    /// A data-parallel run's process group failed (a rank gone, a timeout).
+    Distributed(DistributedError),
 }
 
 impl fmt::Display for TrainError {
@@ -85,6 +88,7 @@ impl fmt::Display for TrainError {
             TrainError::Resume(what) => write!(f, "{what}"),
             TrainError::Checkpointing(why) => write!(f, "{why}"),
             TrainError::Torch(e) => write!(f, "libtorch: {e}"),
+            TrainError::Distributed(e) => e.fmt(f),
         }
     }
 }
@@ -94,6 +98,12 @@ impl std::error::Error for TrainError {}
 impl From<TchError> for TrainError {
     fn from(e: TchError) -> Self {
         TrainError::Torch(e)
+    }
+}
+
+impl From<DistributedError> for TrainError {
+    fn from(e: DistributedError) -> Self {
+        TrainError::Distributed(e)
     }
 }
 
@@ -217,6 +227,8 @@ pub struct TrainRun {
     pub resumed_after: Option<usize>,
     /// The backward pass the steps ran ([`TrainConfig::fast_step`]).
     pub backward: Backward,
+    /// The ranks that trained it ([`train_distributed`]); 1 in one process.
+    pub world_size: usize,
 }
 
 /// Resume checkpoints during a run: `save` gets the run's state after every
@@ -303,7 +315,43 @@ pub fn train_from(
     config: &TrainConfig,
     device: Device,
     start: Start<'_>,
+    checkpointing: Option<Checkpointing<'_>>,
+    on_epoch: impl FnMut(&EpochMetrics),
+) -> Result<TrainRun, TrainError> {
+    run(data, config, device, start, checkpointing, None, on_epoch)
+}
+
+/// [`train_from`] as one rank of a data-parallel job, the way a PyTorch
+/// script does it under `torchrun`: the model wrapped in
+/// `DistributedDataParallel` (c10d's Reducer: rank 0's parameters at the
+/// start, gradients averaged over the ranks in `loss.backward()`, so all
+/// ranks keep the same model), and each epoch's training rows dealt out by
+/// `DistributedSampler(train_split, world_size, rank, shuffle, seed=seed)`
+/// after `sampler.set_epoch(epoch - 1)` (shuffled when a batch is smaller
+/// than a rank's share of `ceil(train_rows / world_size)` rows), a batch
+/// being `batch_size` of this rank's rows. Every rank evaluates both whole
+/// splits (the same model, the same numbers); the autograd step always
+/// (the Reducer hooks autograd). Every rank must call it with the same
+/// data and config.
+pub fn train_distributed(
+    data: &Dataset,
+    config: &TrainConfig,
+    device: Device,
+    start: Start<'_>,
+    checkpointing: Option<Checkpointing<'_>>,
+    group: &mut ProcessGroup,
+    on_epoch: impl FnMut(&EpochMetrics),
+) -> Result<TrainRun, TrainError> {
+    run(data, config, device, start, checkpointing, Some(group), on_epoch)
+}
+
+fn run(
+    data: &Dataset,
+    config: &TrainConfig,
+    device: Device,
+    start: Start<'_>,
     mut checkpointing: Option<Checkpointing<'_>>,
+    group: Option<&mut ProcessGroup>,
     mut on_epoch: impl FnMut(&EpochMetrics),
 ) -> Result<TrainRun, TrainError> {
     let (init, resume) = match start {
@@ -345,11 +393,20 @@ pub fn train_from(
     let (x_test, y_test) = (to(x.index_select(0, &test_idx))?, to(y.index_select(0, &test_idx))?);
     let n_train = x_train.size()[0];
 
+    // model = DDP(model): rank 0's parameters to every rank.
+    let mut group = group;
+    let mut ddp = match group.as_deref_mut() {
+        Some(g) => Some((DistributedDataParallel::new(g, &vs)?, g.rank(), g.world_size())),
+        None => None,
+    };
+    // The rows one rank trains on per epoch: DistributedSampler's
+    // num_samples, ceil(n / world_size); the whole split in one process.
+    let n_rank = ddp.as_ref().map_or(n_train, |(_, _, w)| (n_train + *w as i64 - 1) / *w as i64);
     let mut optimizer = Optimizer::build(&vs, &config.optimizer)?;
-    // A batch larger than the split (or than i64 holds) is the whole split.
+    // A batch larger than the rows (or than i64 holds) is all the rows.
     let batch =
-        config.batch_size.map_or(n_train, |b| i64::try_from(b).map_or(n_train, |b| b.min(n_train)));
-    let steps_per_epoch = (n_train + batch - 1) / batch;
+        config.batch_size.map_or(n_rank, |b| i64::try_from(b).map_or(n_rank, |b| b.min(n_rank)));
+    let steps_per_epoch = (n_rank + batch - 1) / batch;
     // scheduler = torch.optim.lr_scheduler.<Name>(optimizer, ...)
     let scheduler_config = scheduler_config(config, steps_per_epoch as usize)?;
     let mut scheduler = match &scheduler_config {
@@ -385,7 +442,11 @@ pub fn train_from(
     // The exact fast step where it covers the run: one call beside the
     // autograd step (`train_step`), with the same numbers. On the CPU only
     // until a GPU run has checked it there (tests/cuda.rs has the check).
-    let fast = if config.fast_step && device == Device::Cpu && ManualStep::covers(&loss_fn) {
+    let fast = if config.fast_step
+        && device == Device::Cpu
+        && ddp.is_none()
+        && ManualStep::covers(&loss_fn)
+    {
         Some(ManualStep::new(&model)?)
     } else {
         None
@@ -414,7 +475,22 @@ pub fn train_from(
     for epoch in first_epoch..=config.epochs {
         let lr = optimizer.lr();
         let shuffled;
-        let (xs, ys) = if batch >= n_train {
+        let (xs, ys) = if let Some((_, rank, world)) = &ddp {
+            // sampler.set_epoch(epoch - 1); this rank's rows in its order.
+            let shuffle = batch < n_rank;
+            let rows = distributed::sampler_indices(
+                n_train as usize,
+                *world,
+                *rank,
+                shuffle,
+                config.seed,
+                epoch as i64 - 1,
+            )
+            .map_err(|e| TrainError::Resume(e.to_string()))?;
+            let rows = to(Tensor::from_slice(&rows))?;
+            shuffled = (x_train.f_index_select(0, &rows)?, y_train.f_index_select(0, &rows)?);
+            (&shuffled.0, &shuffled.1)
+        } else if batch >= n_train {
             (&x_train, &y_train)
         } else {
             // A fresh shuffle each epoch, from the seeded CPU generator. The
@@ -429,10 +505,11 @@ pub fn train_from(
         let mut step_losses = Vec::with_capacity(steps_per_epoch as usize);
         for step in 0..steps_per_epoch {
             let first = step * batch;
-            let rows = batch.min(n_train - first);
+            let rows = batch.min(n_rank - first);
             let (xb, yb) = (xs.f_narrow(0, first, rows)?, ys.f_narrow(0, first, rows)?);
             let step = (&model, &loss_fn, fast.as_ref());
-            step_losses.push(train_step(step, &mut optimizer, &clip, &xb, &yb)?);
+            let ddp = ddp.as_mut().map(|(d, _, _)| d);
+            step_losses.push(train_step(step, ddp, &mut optimizer, &clip, &xb, &yb)?);
             if let (Some(s), Some(Stepping::PerBatch)) = (&mut scheduler, stepping) {
                 s.step(&mut optimizer, None).map_err(TrainError::Schedule)?; // per batch
             }
@@ -476,6 +553,10 @@ pub fn train_from(
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    if let Some(g) = group {
+        g.barrier()?; // no rank leaves (with rank 0's store) before all are done
+    }
+    let world_size = ddp.as_ref().map_or(1, |(_, _, w)| *w);
 
     let confusion = confusion_matrix(&model, &x_test, &y_test, classes)?;
     let state = state_at(config.epochs, &optimizer, &scheduler)?;
@@ -496,6 +577,7 @@ pub fn train_from(
         state,
         resumed_after: resume.map(|st| st.epoch),
         backward,
+        world_size,
     })
 }
 
@@ -642,6 +724,7 @@ fn scheduler_config(
 /// lines. Returns the loss, left on the device.
 fn train_step(
     (model, loss_fn, fast): (&Classifier, &CrossEntropyLoss, Option<&ManualStep>),
+    ddp: Option<&mut DistributedDataParallel>,
     optimizer: &mut Optimizer,
     clip: &Clip,
     x: &Tensor,
@@ -652,8 +735,12 @@ fn train_step(
         // four lines below, without the autograd engine.
         Some(manual) => manual.f_step(model, loss_fn, x, y)?,
         None => {
-            let outputs = model.forward_t(x, true); // model.train()
-                                                    // The labels were checked once, before the loop.
+            // model.train(); outputs = model(x) (through DDP's forward)
+            let outputs = match ddp {
+                Some(ddp) => ddp.forward(|| model.forward_t(x, true))?,
+                None => model.forward_t(x, true),
+            };
+            // The labels were checked once, before the loop.
             let loss = loss_fn.f_forward_unchecked(&outputs, y)?;
             optimizer.zero_grad();
             loss.f_backward()?;

@@ -334,3 +334,102 @@ fn a_bad_environment_is_one_clear_error() {
     assert!(message.starts_with("joining the process group: "), "{message}");
     assert_eq!(message.lines().count(), 1, "{message}");
 }
+
+/// `scripts/reference.py ARGS` as every rank of a `world`-rank job, the
+/// way torchrun starts it; rank 0's stdout.
+fn reference_ddp(python: &PathBuf, world: usize, args: &[&str]) -> Value {
+    let port = free_port();
+    let ranks: Vec<Child> = (0..world)
+        .map(|r| {
+            Command::new(python)
+                .arg(root().join("scripts/reference.py"))
+                .args(args)
+                .env("RANK", r.to_string())
+                .env("LOCAL_RANK", r.to_string())
+                .env("WORLD_SIZE", world.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string())
+                .env("GLOO_SOCKET_IFNAME", "lo")
+                .env("OMP_NUM_THREADS", "1") // as torchrun and --nproc
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("starting a reference rank")
+        })
+        .collect();
+    let mut docs: Vec<Value> = Vec::new();
+    for (r, child) in ranks.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "reference rank {r} {args:?}: {stderr}");
+        if r == 0 {
+            docs.push(serde_json::from_slice(&out.stdout).expect("rank 0's JSON"));
+        } else {
+            assert!(out.stdout.is_empty(), "only rank 0 prints");
+        }
+    }
+    docs.remove(0)
+}
+
+fn f32_of(v: &Value) -> f32 {
+    v.to_string().parse().unwrap()
+}
+
+/// `train --nproc N` against the same job under PyTorch DDP: every epoch's
+/// metrics and the saved weights, bit for bit; 2 and 3 ranks, SGD with
+/// momentum, Adam, the MLP with dropout, a scheduler and clipping.
+#[test]
+fn train_nproc_equals_pytorch_ddp() {
+    let Some(python) = reference_python() else { return };
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("distributed-train");
+    std::fs::create_dir_all(&dir).unwrap();
+    let runs: [&[&str]; 4] = [
+        &["--dataset", "digits", "--epochs", "4", "--batch-size", "32", "--momentum", "0.9"],
+        &["--dataset", "iris", "--epochs", "6", "--batch-size", "16", "--optimizer", "adam"],
+        &["--dataset", "iris", "--epochs", "5", "--batch-size", "10", "--hidden", "8,4"],
+        &["--dataset", "wine", "--epochs", "5", "--hidden", "6", "--dropout", "0.25"],
+    ];
+    let extra: [&[&str]; 4] = [
+        &[],
+        &["--scheduler", "step", "--step-size", "2", "--clip-grad-norm", "1"],
+        &["--dropout", "0.5", "--optimizer", "adamw", "--lr", "0.01"],
+        &[],
+    ];
+    for world in [2usize, 3] {
+        for (i, (run, more)) in runs.iter().zip(extra).enumerate() {
+            let ours_file = dir.join(format!("ours-{world}-{i}.safetensors"));
+            let theirs_file = dir.join(format!("theirs-{world}-{i}.safetensors"));
+            let mut args = vec!["train", "--json", "--quiet", "--device", "cpu"];
+            args.extend_from_slice(run);
+            args.extend_from_slice(more);
+            let what = format!("{world} ranks, {args:?}");
+            let mut ours_args = args.clone();
+            let nproc = world.to_string();
+            ours_args.extend(["--nproc", &nproc, "--save", ours_file.to_str().unwrap()]);
+            let out = bin().args(&ours_args).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{what}: {stderr}");
+            let ours: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+            let mut theirs_args = args.clone();
+            theirs_args.extend(["--save", theirs_file.to_str().unwrap()]);
+            let theirs = reference_ddp(&python, world, &theirs_args);
+
+            assert_eq!(ours["world_size"], world, "{what}");
+            assert_eq!(theirs["world_size"], world, "{what}");
+            let (a, b) = (ours["epochs"].as_array().unwrap(), theirs["epochs"].as_array().unwrap());
+            assert_eq!(a.len(), b.len(), "{what}");
+            for (ea, eb) in a.iter().zip(b) {
+                for key in ["lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy"] {
+                    assert_eq!(
+                        f32_of(&ea[key]).to_bits(),
+                        f32_of(&eb[key]).to_bits(),
+                        "{what}: epoch {} {key}",
+                        ea["epoch"]
+                    );
+                }
+            }
+            let read = cross_entropy_tch::checkpoint::Checkpoint::read;
+            assert_eq!(read(&ours_file).unwrap(), read(&theirs_file).unwrap(), "{what}: weights");
+        }
+    }
+}

@@ -413,6 +413,19 @@ pub struct TrainArgs {
     #[arg(long)]
     pub quiet: bool,
 
+    /// Data-parallel training in N processes on this machine (PyTorch DDP
+    /// over c10d's gloo, ranks on 127.0.0.1), as `torchrun
+    /// --nproc-per-node N` would start them; rank 0 prints and writes the
+    /// outputs. Under torchrun itself (RANK, WORLD_SIZE, MASTER_ADDR and
+    /// MASTER_PORT set) leave it out: each process is then one rank.
+    #[arg(long, value_name = "N", value_parser = at_least::<usize, 1>, allow_negative_numbers = true)]
+    pub nproc: Option<usize>,
+
+    /// Seconds a rank waits for the others (at the rendezvous and in each
+    /// collective) before the job ends with an error.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120.0, value_parser = parse_timeout, allow_negative_numbers = true)]
+    pub dist_timeout: f64,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -581,5 +594,12 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
     match parse_finite(s) {
         Ok(v) if v > 0.0 && v < 1.0 => Ok(v),
         _ => Err(format!("must be between 0 and 1 (exclusive), got {s}")),
+    }
+}
+
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    match parse_finite(s) {
+        Ok(v) if v > 0.0 && v <= 86400.0 => Ok(v),
+        _ => Err(format!("must be seconds in (0, 86400], got {s}")),
     }
 }

@@ -98,6 +98,8 @@ pub struct TrainReport<'a> {
     /// Which backward pass the steps ran: `manual` (the exact fast step) or
     /// `autograd`.
     pub backward: Backward,
+    /// The ranks that trained it (`--nproc`, torchrun); 1 in one process.
+    pub world_size: usize,
 }
 
 impl<'a> TrainReport<'a> {
@@ -114,6 +116,7 @@ impl<'a> TrainReport<'a> {
             samples_per_second: run.samples_per_second(),
             resumed_after: run.resumed_after,
             backward: run.backward,
+            world_size: run.world_size,
         }
     }
 }

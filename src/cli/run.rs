@@ -2,14 +2,16 @@
 //! the result (text or `--json` on stdout, progress on stderr, files).
 
 use super::args::{BenchArgs, Cli, Command, EvalArgs, ExampleArgs, TrainArgs};
-use super::config::{check_resume, eval_error, load_checkpoint, load_resume};
+use super::config::{check_resume, eval_error, load_checkpoint, load_resume, UsageError};
 use super::output_file::AtomicFile;
 use super::progress::Progress;
-use super::{bench, plot, report, text};
+use super::{bench, launch, plot, report, text};
 use anyhow::{Context, Result};
+use cross_entropy_tch::distributed::{ProcessGroup, Rendezvous};
 use cross_entropy_tch::training::Start;
 use cross_entropy_tch::{example, resume, training};
 use std::io::{IsTerminal, Write};
+use std::time::Duration;
 
 /// Runs what the flags ask for, printing to stdout.
 pub fn run(cli: &Cli) -> Result<()> {
@@ -61,6 +63,36 @@ fn run_example(args: &ExampleArgs) -> Result<()> {
 }
 
 fn run_train(args: &TrainArgs) -> Result<()> {
+    let torchrun = std::env::var_os("WORLD_SIZE").is_some();
+    match (args.nproc, torchrun) {
+        (Some(n), false) => return launch::launch(n),
+        (Some(_), true) => {
+            return Err(UsageError::msg(
+                "--nproc starts ranks of its own; under torchrun (WORLD_SIZE set) leave it out"
+                    .to_string(),
+            ))
+        }
+        (None, _) => {}
+    }
+    // One rank of a data-parallel job (torchrun's or --nproc's).
+    let group = if torchrun {
+        let rdv = Rendezvous::from_env().map_err(UsageError::wrap)?;
+        let timeout = Duration::from_secs_f64(args.dist_timeout);
+        let rank = rdv.rank;
+        let group = ProcessGroup::new(&rdv, timeout).with_context(|| format!("rank {rank}"))?;
+        Some(group)
+    } else {
+        None
+    };
+    match group.as_ref().map(ProcessGroup::rank) {
+        Some(rank) => train_rank(args, group).with_context(|| format!("rank {rank}")),
+        None => train_rank(args, None),
+    }
+}
+
+fn train_rank(args: &TrainArgs, mut group: Option<ProcessGroup>) -> Result<()> {
+    // Rank 0 (or the one process) prints and writes; the others only train.
+    let lead = group.as_ref().is_none_or(|g| g.rank() == 0);
     let mut config = args.config()?;
     let device = args.common.apply()?;
     let data = args.data.load()?;
@@ -74,32 +106,50 @@ fn run_train(args: &TrainArgs) -> Result<()> {
     if let (Some(st), Some(path)) = (&resume, &args.resume) {
         check_resume(st, &data, &config, path)?;
     }
-    // Every output path is checked before training starts.
-    let save = args.save.as_deref().map(|p| AtomicFile::create(p, "--save")).transpose()?;
-    let resume_out =
-        args.checkpoint.as_deref().map(|p| AtomicFile::create(p, "--checkpoint")).transpose()?;
-    let csv =
-        args.metrics_csv.as_deref().map(|p| AtomicFile::create(p, "--metrics-csv")).transpose()?;
-    let plot_file = args.plot.as_deref().map(|p| AtomicFile::create(p, "--plot")).transpose()?;
+    if let Some(g) = &mut group {
+        // Every rank with the same settings and data, or none starts.
+        let fingerprint = serde_json::to_vec(&(&config, &data.name, data.rows, data.features))
+            .context("serializing the settings")?;
+        g.check_same("settings", &fingerprint)?;
+    }
+    // Every output path is checked before training starts (rank 0's).
+    let out = |path: &Option<std::path::PathBuf>, flag| {
+        path.as_deref().filter(|_| lead).map(|p| AtomicFile::create(p, flag)).transpose()
+    };
+    let save = out(&args.save, "--save")?;
+    let resume_out = out(&args.checkpoint, "--checkpoint")?;
+    let csv = out(&args.metrics_csv, "--metrics-csv")?;
+    let plot_file = out(&args.plot, "--plot")?;
 
-    let mut progress = Progress::new(config.epochs, args.quiet, std::io::stderr().is_terminal());
+    let quiet = args.quiet || !lead;
+    let mut progress = Progress::new(config.epochs, quiet, std::io::stderr().is_terminal());
     let start = match (&resume, &loaded) {
         (Some(st), _) => Start::Resume(st),
         (None, Some(ck)) => Start::Weights(ck),
         (None, None) => Start::Fresh,
     };
     let mut save_state = |st: &training::TrainState| -> Result<(), String> {
-        let file = resume_out.as_ref().expect("--checkpoint-every requires --checkpoint");
+        let Some(file) = resume_out.as_ref() else {
+            return Ok(()); // a rank other than 0
+        };
         let bytes =
             resume::to_bytes(st).map_err(|e| format!("serializing the resume checkpoint: {e}"))?;
         file.replace(&bytes).map_err(|e| format!("{e:#}"))
     };
     let checkpointing =
         args.checkpoint_every.map(|every| training::Checkpointing { every, save: &mut save_state });
-    let run =
-        training::train_from(&data, &config, device, start, checkpointing, |m| progress.epoch(m));
+    let on_epoch = |m: &training::EpochMetrics| progress.epoch(m);
+    let run = match &mut group {
+        None => training::train_from(&data, &config, device, start, checkpointing, on_epoch),
+        Some(g) => {
+            training::train_distributed(&data, &config, device, start, checkpointing, g, on_epoch)
+        }
+    };
     progress.finish();
     let run = run?;
+    if !lead {
+        return Ok(());
+    }
 
     let mut written = Vec::new();
     if let Some(file) = plot_file {
