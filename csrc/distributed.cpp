@@ -84,6 +84,11 @@ CeGroup* ce_dist_init(int rank, int world, const char* host, int port, int clien
 
 void ce_dist_free(CeGroup* g) { delete g; }
 
+// c10's log threshold (0 info, 1 warning, 2 error, 3 fatal), what
+// TORCH_CPP_LOG_LEVEL sets at start: c10d logs each connect retry and
+// timeout as a warning on stderr.
+void ce_c10_set_log_level(int level) { FLAGS_caffe2_log_level = level; }
+
 // dist.all_reduce(t) (SUM), in place.
 int ce_dist_all_reduce_sum(CeGroup* g, at::Tensor* t) {
   return ce::guarded(-1, [&] {

@@ -56,6 +56,7 @@ extern "C" {
         interfaces: *const c_char,
     ) -> *mut CeGroup;
     fn ce_dist_free(g: *mut CeGroup);
+    fn ce_c10_set_log_level(level: c_int);
     fn ce_dist_all_reduce_sum(g: *mut CeGroup, t: *mut torch_sys::C_tensor) -> c_int;
     fn ce_dist_broadcast(g: *mut CeGroup, t: *mut torch_sys::C_tensor, root: c_int) -> c_int;
     fn ce_dist_barrier(g: *mut CeGroup) -> c_int;
@@ -107,6 +108,15 @@ impl std::error::Error for DistributedError {}
 /// c10d's messages carry a C++ backtrace after their first line.
 fn first_line(message: &str) -> &str {
     message.lines().next().unwrap_or("").trim_end()
+}
+
+/// c10's log threshold, as `TORCH_CPP_LOG_LEVEL` sets it when the process
+/// starts: 0 `INFO`, 1 `WARNING` (libtorch's default), 2 `ERROR`, 3
+/// `FATAL`. c10d writes a warning on stderr for each retry of a connection
+/// and each timeout, before the error that reports it.
+pub fn set_c10_log_level(level: i32) {
+    // SAFETY: an int store (libtorch reads it at each log call).
+    unsafe { ce_c10_set_log_level(level) }
 }
 
 /// Where and who this process is in the job: `torchrun`'s environment.

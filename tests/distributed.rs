@@ -433,3 +433,113 @@ fn train_nproc_equals_pytorch_ddp() {
         }
     }
 }
+
+/// Our binary as rank `rank` of a `world`-rank job on `port`, as torchrun
+/// starts a rank.
+fn our_rank(rank: usize, world: &str, port: u16, args: &[&str]) -> Child {
+    bin()
+        .args(args)
+        .env("RANK", rank.to_string())
+        .env("WORLD_SIZE", world)
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+        .env("GLOO_SOCKET_IFNAME", "lo")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting a rank")
+}
+
+/// Its status and its stderr, which must be one line.
+fn one_line_failure(child: Child, what: &str) -> (Option<i32>, String) {
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+    assert!(!out.status.success(), "{what}: succeeded");
+    assert_eq!(stderr.lines().count(), 1, "{what}: {stderr}");
+    assert!(stderr.starts_with("error: "), "{what}: {stderr}");
+    (out.status.code(), stderr)
+}
+
+#[test]
+fn a_bad_job_ends_every_rank_with_one_line_and_writes_nothing() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("distributed-faults");
+    std::fs::create_dir_all(&dir).unwrap();
+    let save = dir.join("model.safetensors");
+    let _ = std::fs::remove_file(&save);
+    let save_arg = save.to_str().unwrap();
+    let train = ["train", "--quiet", "--device", "cpu", "--dataset", "iris", "--epochs", "3"];
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        let mut a: Vec<&str> = train.to_vec();
+        a.extend_from_slice(extra);
+        a.extend(["--save", save_arg]);
+        a
+    };
+
+    // A rank started with other options than rank 0: every rank says so.
+    let port = free_port();
+    let a = our_rank(0, "2", port, &with(&[]));
+    let b = our_rank(1, "2", port, &with(&["--lr", "0.1"]));
+    for (r, child) in [a, b].into_iter().enumerate() {
+        let (code, line) = one_line_failure(child, &format!("mismatch, rank {r}"));
+        assert_eq!(code, Some(1), "{line}");
+        assert!(line.contains("rank 1 was started with other settings than rank 0"), "{line}");
+    }
+
+    // WORLD_SIZE 3 with two ranks: both give up after --dist-timeout.
+    let port = free_port();
+    let started = std::time::Instant::now();
+    let args = with(&["--dist-timeout", "3"]);
+    let ranks = [our_rank(0, "3", port, &args), our_rank(1, "3", port, &args)];
+    for (r, child) in ranks.into_iter().enumerate() {
+        let (_, line) = one_line_failure(child, &format!("a missing rank, rank {r}"));
+        assert!(line.starts_with(&format!("error: rank {r}: ")), "{line}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+
+    // A busy MASTER_PORT: rank 0 cannot host the store.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let (_, line) = one_line_failure(our_rank(0, "1", port, &with(&[])), "a busy port");
+    assert!(line.starts_with("error: rank 0: joining the process group: "), "{line}");
+
+    // Bad torchrun variables: usage errors (status 2), before any rendezvous.
+    let (code, line) = one_line_failure(our_rank(2, "2", 1, &with(&[])), "RANK 2 of 2");
+    assert_eq!(code, Some(2), "{line}");
+    assert!(line.contains("RANK: 2 is not below WORLD_SIZE 2"), "{line}");
+    let (code, line) = one_line_failure(our_rank(0, "1", 1, &with(&["--nproc", "2"])), "both");
+    assert_eq!(code, Some(2), "{line}");
+    assert!(line.contains("--nproc starts ranks of its own"), "{line}");
+
+    // A rank that dies mid-run (SIGKILL): the launcher ends the job, rank 0
+    // fails at its next collective, with one line, and nothing is saved.
+    let mut args = vec!["train", "--quiet", "--device", "cpu", "--dataset", "digits"];
+    args.extend(["--epochs", "100000", "--batch-size", "8", "--nproc", "2", "--save", save_arg]);
+    let launcher = bin().args(&args).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = launcher.id();
+    let children = || -> Vec<u32> {
+        let path = format!("/proc/{pid}/task/{pid}/children");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while children().len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500)); // into the epochs
+    let ranks = children();
+    assert_eq!(ranks.len(), 2, "two ranks running");
+    // The second child is rank 1 (spawned in order).
+    // SAFETY: a plain kill(2) of our own child.
+    unsafe { libc::kill(ranks[1] as i32, libc::SIGKILL) };
+    let started = std::time::Instant::now();
+    let out = launcher.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+    assert!(started.elapsed() < Duration::from_secs(20), "the job ended in time");
+    assert_eq!(out.status.code(), Some(137), "the killed rank's status: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: rank 0: "), "{stderr}");
+    assert!(!save.exists(), "no model saved by a failed job");
+}

@@ -7,7 +7,7 @@ use super::output_file::AtomicFile;
 use super::progress::Progress;
 use super::{bench, launch, plot, report, text};
 use anyhow::{Context, Result};
-use cross_entropy_tch::distributed::{ProcessGroup, Rendezvous};
+use cross_entropy_tch::distributed::{self, ProcessGroup, Rendezvous};
 use cross_entropy_tch::training::Start;
 use cross_entropy_tch::{example, resume, training};
 use std::io::{IsTerminal, Write};
@@ -75,6 +75,10 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         (None, _) => {}
     }
     // One rank of a data-parallel job (torchrun's or --nproc's).
+    if torchrun && std::env::var_os("TORCH_CPP_LOG_LEVEL").is_none() {
+        // The error says it; c10d's warnings before it would bury it.
+        distributed::set_c10_log_level(3);
+    }
     let group = if torchrun {
         let rdv = Rendezvous::from_env().map_err(UsageError::wrap)?;
         let timeout = Duration::from_secs_f64(args.dist_timeout);
