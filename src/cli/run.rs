@@ -99,6 +99,11 @@ fn train_rank(args: &TrainArgs, mut group: Option<ProcessGroup>) -> Result<()> {
     let lead = group.as_ref().is_none_or(|g| g.rank() == 0);
     let mut config = args.config()?;
     let device = args.common.apply()?;
+    if group.is_some() && device != tch::Device::Cpu {
+        return Err(UsageError::msg(format!(
+            "train under DDP runs on the CPU (gloo) for now, not {device:?}: add --device cpu"
+        )));
+    }
     let data = args.data.load()?;
     let resume = args.resume.as_deref().map(load_resume).transpose()?;
     let loaded = args.load.as_deref().map(load_checkpoint).transpose()?;
