@@ -67,9 +67,9 @@ def main():
     p.add_argument("--quick", action="store_true", help="1 rep, seed shape only")
     p.add_argument("--cuda-only", action="store_true",
                    help="the CUDA rows only (the GPU check), no CPU, optimizer or train rows")
-    p.add_argument("--only", choices=["steps", "optimizers", "train"],
+    p.add_argument("--only", choices=["steps", "optimizers", "train", "ddp"],
                    help="one group of rows: the step at each shape, the optimizers, "
-                        "or mini-batch training")
+                        "mini-batch training, or data-parallel training (DDP)")
     args = p.parse_args()
     import torch
 
@@ -138,6 +138,8 @@ def main():
             optimizer_rows(reps)
         if args.only in (None, "train"):
             training_rows(reps, args.quick)
+        if args.only in (None, "ddp"):
+            ddp_rows(reps, args.quick)
         if args.only is None:
             timer_check()
     for name, (manual, autograd, gemm) in ratios.items():
@@ -200,6 +202,74 @@ def training_rows(reps, quick):
         exact = f32(runs["rust"][0]["final"]["train_loss"]) == f32(runs["pytorch"][0]["final"]["train_loss"])
         print(f"  {name:14} pytorch {ms['pytorch']:.2f}  rust {ms['rust']:.2f}  "
               f"ratio {ms['pytorch'] / ms['rust']:.2f}  bit-equal: {'yes' if exact else 'NO'}")
+
+
+def synthetic_csv(path, rows=16384, features=128, classes=10, seed=0):
+    """A larger data set than the bundled ones, for the DDP rows: Gaussian
+    features, labels from a fixed random linear map plus noise (learnable,
+    not separable), written once per bench run."""
+    import random
+    rng = random.Random(seed)
+    w = [[rng.gauss(0, 1) for _ in range(features)] for _ in range(classes)]
+    with open(path, "w") as f:
+        for _ in range(rows):
+            x = [rng.gauss(0, 1) for _ in range(features)]
+            scores = [sum(a * b for a, b in zip(wc, x)) + rng.gauss(0, 4) for wc in w]
+            f.write(",".join(f"{v:.5f}" for v in x) + f",{scores.index(max(scores))}\n")
+
+
+# (name, data flags, train flags, epochs): the DDP rows' jobs. Batch sizes
+# are per rank, as DataLoader's batch_size is under DistributedSampler.
+DDP_JOBS = [
+    ("digits, sgd momentum, batch 32", ["--dataset", "digits"],
+     ["--momentum", "0.9", "--batch-size", "32"], 20),
+    ("synthetic 16384x128, mlp 512,512, adam, batch 256", None,
+     ["--hidden", "512,512", "--optimizer", "adam", "--batch-size", "256"], 3),
+]
+
+
+def ddp_rows(reps, quick):
+    """`train --nproc W` against PyTorch DDP under `torchrun --nproc-per-node
+    W` (reference.py train), one thread per rank, W = 1 (no DDP: one plain
+    process each) and 2, on digits and a larger synthetic set. Per epoch of
+    rank 0's epoch loop (the JSON's train_seconds: start-up and rendezvous
+    excluded) and whole-job wall time (launch, rendezvous, data, training)."""
+    import tempfile
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    tmp = tempfile.mkdtemp(prefix="ce-bench-")
+    csv = os.path.join(tmp, "synthetic.csv")
+    synthetic_csv(csv)
+    print("data-parallel train, one thread per rank (ms/epoch of rank 0's loop; wall s of the job):")
+    for name, data, flags, epochs in (DDP_JOBS[:1] if quick else DDP_JOBS):
+        base = ["train"] + (data or ["--data", csv]) + flags + [
+            "--epochs", str(epochs), "--threads", "1", "--device", "cpu", "--json", "--quiet"]
+        env = {"OMP_NUM_THREADS": "1"}
+        impls = {
+            (1, "pytorch"): REFERENCE + base,
+            (1, "rust"): [RUST] + base,
+            (2, "pytorch"): [torchrun, "--nproc-per-node", "2", "--rdzv-backend", "c10d",
+                             "--rdzv-endpoint", "127.0.0.1:0"] + REFERENCE[1:] + base,
+            (2, "rust"): [RUST] + base + ["--nproc", "2"],
+        }
+        runs = {k: [] for k in impls}
+        for _ in range(reps):
+            for k, cmd in impls.items():
+                runs[k].append(measure(cmd, env))
+        ms = {k: statistics.median(r[0]["train_seconds"] for r in v) * 1000 / epochs
+              for k, v in runs.items()}
+        wall = {k: statistics.median(r[1] for r in v) for k, v in runs.items()}
+        f32 = lambda v: struct.unpack("<I", struct.pack("<f", v))[0]
+        loss = {k: f32(v[0][0]["final"]["train_loss"]) for k, v in runs.items()}
+        print(f"  {name}:")
+        for w in (1, 2):
+            exact = loss[(w, "rust")] == loss[(w, "pytorch")]
+            label = "1 process " if w == 1 else "2 ranks   "
+            print(f"    {label} pytorch {ms[(w, 'pytorch')]:.2f} ms ({wall[(w, 'pytorch')]:.2f} s)  "
+                  f"rust {ms[(w, 'rust')]:.2f} ms ({wall[(w, 'rust')]:.2f} s)  "
+                  f"ratio {ms[(w, 'pytorch')] / ms[(w, 'rust')]:.2f} (wall {wall[(w, 'pytorch')] / wall[(w, 'rust')]:.2f})"
+                  f"  bit-equal: {'yes' if exact else 'NO'}")
+        print(f"    scaling 1 -> 2 ranks (epoch time, 1 process / 2 ranks): pytorch "
+              f"{ms[(1, 'pytorch')] / ms[(2, 'pytorch')]:.2f}, rust {ms[(1, 'rust')] / ms[(2, 'rust')]:.2f}")
 
 
 def timer_check():
