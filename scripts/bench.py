@@ -31,6 +31,11 @@ SHAPES = [
 CUDA_SHAPES = SHAPES + [("65536x1024->1000", 65536, 1024, 1000, 20, 3)]
 
 
+def f32_bits(v):
+    """A float's f32 bit pattern: losses compare bit for bit on the CPU."""
+    return struct.unpack("<I", struct.pack("<f", v))[0]
+
+
 def measure(cmd, env=None):
     """Runs a command; returns (its JSON, wall seconds, its peak RSS in MB)."""
     start = time.perf_counter()
@@ -110,8 +115,7 @@ def main():
                 med = {k: statistics.median(r[0]["us_per_step"] for r in v) for k, v in results.items()}
                 rss = {k: max(r[2] for r in v) for k, v in results.items()}
                 # The loss after the last step, as f32 bits: the same on the CPU.
-                bits = {k: struct.unpack("<I", struct.pack("<f", v[0][0]["final_loss"]))[0]
-                        for k, v in results.items()}
+                bits = {k: f32_bits(v[0][0]["final_loss"]) for k, v in results.items()}
                 exact = bits["rust autograd"] == bits["pytorch"] == bits["rust manual"]
                 for k in impls:
                     if k == "pytorch":
@@ -162,8 +166,7 @@ def optimizer_rows(reps):
         for k, cmd in impls.items():
             results[k].append(measure(cmd))
     med = {k: statistics.median(r[0]["us_per_step"] for r in v) for k, v in results.items()}
-    bits = {k: struct.unpack("<I", struct.pack("<f", v[0][0]["final_loss"]))[0]
-            for k, v in results.items()}
+    bits = {k: f32_bits(v[0][0]["final_loss"]) for k, v in results.items()}
     print("optimizers at 10x10->3, 1 thread (us/step):")
     for opt in ["sgd", "adam"]:
         exact = bits[f"rust {opt}"] == bits[f"pytorch {opt}"] == bits[f"rust {opt} manual"]
@@ -198,8 +201,7 @@ def training_rows(reps, quick):
             runs["pytorch"].append(measure(REFERENCE + base + flags)[0])
             runs["rust"].append(measure([RUST] + base + flags)[0])
         ms = {k: statistics.median(r["train_seconds"] for r in v) * 1000 / 20 for k, v in runs.items()}
-        f32 = lambda v: struct.unpack("<I", struct.pack("<f", v))[0]
-        exact = f32(runs["rust"][0]["final"]["train_loss"]) == f32(runs["pytorch"][0]["final"]["train_loss"])
+        exact = f32_bits(runs["rust"][0]["final"]["train_loss"]) == f32_bits(runs["pytorch"][0]["final"]["train_loss"])
         print(f"  {name:14} pytorch {ms['pytorch']:.2f}  rust {ms['rust']:.2f}  "
               f"ratio {ms['pytorch'] / ms['rust']:.2f}  bit-equal: {'yes' if exact else 'NO'}")
 
@@ -235,10 +237,15 @@ def ddp_rows(reps, quick):
     rank 0's epoch loop (the JSON's train_seconds: start-up and rendezvous
     excluded) and whole-job wall time (launch, rendezvous, data, training)."""
     import tempfile
+    with tempfile.TemporaryDirectory(prefix="ce-bench-") as tmp:
+        csv = os.path.join(tmp, "synthetic.csv")
+        synthetic_csv(csv)
+        ddp_jobs(reps, quick, csv)
+
+
+def ddp_jobs(reps, quick, csv):
+    """ddp_rows' runs, with the synthetic set at `csv`."""
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    tmp = tempfile.mkdtemp(prefix="ce-bench-")
-    csv = os.path.join(tmp, "synthetic.csv")
-    synthetic_csv(csv)
     print("data-parallel train, one thread per rank (ms/epoch of rank 0's loop; wall s of the job):")
     for name, data, flags, epochs in (DDP_JOBS[:1] if quick else DDP_JOBS):
         base = ["train"] + (data or ["--data", csv]) + flags + [
@@ -258,8 +265,7 @@ def ddp_rows(reps, quick):
         ms = {k: statistics.median(r[0]["train_seconds"] for r in v) * 1000 / epochs
               for k, v in runs.items()}
         wall = {k: statistics.median(r[1] for r in v) for k, v in runs.items()}
-        f32 = lambda v: struct.unpack("<I", struct.pack("<f", v))[0]
-        loss = {k: f32(v[0][0]["final"]["train_loss"]) for k, v in runs.items()}
+        loss = {k: f32_bits(v[0][0]["final"]["train_loss"]) for k, v in runs.items()}
         print(f"  {name}:")
         for w in (1, 2):
             exact = loss[(w, "rust")] == loss[(w, "pytorch")]
