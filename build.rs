@@ -40,7 +40,8 @@ fn main() {
 /// its evaluation), csrc/log_softmax.cpp (ATen's log_softmax and its
 /// backward for a few classes, the same bits at a tenth of the cost) and
 /// csrc/optim.cpp (the SGD, Adam and RMSprop steps with PyTorch's own
-/// scalar arguments; csrc/below_autograd.h says how both call kernels).
+/// scalar arguments; csrc/below_autograd.h says how both call kernels) and
+/// csrc/amp.cpp (torch.autocast's region and GradScaler's unscale kernel).
 /// Built against the headers of the libtorch torch-sys found
 /// (`lib/../include`), with its C++ ABI (`LIBTORCH_CXX11_ABI`, 1 unless set:
 /// every libtorch 2.x wheel since 2.7).
@@ -53,6 +54,7 @@ fn compile_shims(lib: &Path) {
     println!("cargo:rerun-if-changed=csrc/rng.cpp");
     println!("cargo:rerun-if-changed=csrc/step.cpp");
     println!("cargo:rerun-if-changed=csrc/optim.cpp");
+    println!("cargo:rerun-if-changed=csrc/amp.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let root = lib.parent().expect("libtorch's lib dir has a parent");
     let abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
@@ -63,6 +65,7 @@ fn compile_shims(lib: &Path) {
         .file("csrc/rng.cpp")
         .file("csrc/step.cpp")
         .file("csrc/optim.cpp")
+        .file("csrc/amp.cpp")
         .include(root.join("include"))
         .include(root.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")

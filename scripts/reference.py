@@ -20,6 +20,7 @@ one line on stderr, `error: ...`, and exit status 2; a failure while running
 exit status 1.
 """
 import argparse
+import contextlib
 import gzip
 import inspect
 import json
@@ -721,17 +722,17 @@ def save_checkpoint(model, stats, out):
 
 # ---------------------------------------------------------------- train --
 
-def evaluate(model, loss_fn, x, y):
+def evaluate(model, loss_fn, x, y, autocast=contextlib.nullcontext):
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
         logits = model(x)
         loss = loss_fn(logits, y).item()
         correct = (logits.argmax(1) == y).sum().item()
     return loss, correct / len(y)
 
 
-def confusion(model, x, y, classes):
-    with torch.no_grad():
+def confusion(model, x, y, classes, autocast=contextlib.nullcontext):
+    with torch.no_grad(), autocast():
         pred = model(x).argmax(1).cpu().tolist()
     m = [[0] * classes for _ in range(classes)]
     for t, p in zip(y.cpu().tolist(), pred):
@@ -803,6 +804,11 @@ def train_parser():
     # Rust's opt-out of its exact fast step; PyTorch always steps through
     # autograd (loss.backward()), so here it changes nothing.
     p.add_argument("--autograd", action="store_true")
+    # torch.autocast(device.type, dtype) around forward and loss; fp16
+    # trains with torch.amp.GradScaler (its two arguments below).
+    p.add_argument("--amp", choices=list(AMP_DTYPES), default=None)
+    p.add_argument("--init-scale", type=positive, default=None)
+    p.add_argument("--growth-interval", type=at_least(1, 64, signed=True), default=None)
     p.add_argument("--load", type=path_arg, default=None)
     p.add_argument("--save", type=path_arg, default=None)
     p.add_argument("--checkpoint", type=path_arg, default=None)
@@ -964,7 +970,9 @@ def scheduler_of(args, optimizer, steps_per_epoch):
 # tensors, optimizer.{i}.{buffer} per parameter, rng_state, and the epoch,
 # optimizer, scheduler and data as JSON metadata.
 RESUME_FORMAT = "cross-entropy-tch-resume"
-Resume = namedtuple("Resume", "ck epoch optimizer scheduler rng data buffers")
+Resume = namedtuple("Resume", "ck epoch optimizer scheduler rng data buffers scaler")
+# --amp NAME: the autocast dtype.
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def load_resume(path):
@@ -983,6 +991,7 @@ def load_resume(path):
         optimizer = json.loads(meta["optimizer"])
         data = json.loads(meta["data"])
         scheduler = json.loads(meta["scheduler"]) if "scheduler" in meta else None
+        scaler = json.loads(meta["grad_scaler"]) if "grad_scaler" in meta else None
         epoch = int(meta["epoch"])
     except (KeyError, ValueError) as e:
         raise UsageError(f"--resume {path}: resume state: {e}")
@@ -995,7 +1004,7 @@ def load_resume(path):
         if name.startswith("optimizer."):
             _, i, buf = name.split(".", 2)
             buffers.setdefault(int(i), {})[buf] = f32_tensor(t["data"], t["shape"])
-    return Resume(ck, epoch, optimizer, scheduler, rng, data, buffers)
+    return Resume(ck, epoch, optimizer, scheduler, rng, data, buffers, scaler)
 
 
 def check_resume(res, args, data, n):
@@ -1014,13 +1023,19 @@ def check_resume(res, args, data, n):
     now = SCHEDULERS[args.scheduler][0] if args.scheduler else "none"
     if saved != now:
         differs("scheduler", saved, now)
+    scaler = {True: "a GradScaler (fp16)", False: "no GradScaler"}
+    if (res.scaler is not None) != (args.amp == "fp16"):
+        raise UsageError(f"--resume {args.resume}: the saved run has "
+                         f"{scaler[res.scaler is not None]}, this one "
+                         f"{scaler[args.amp == 'fp16']}; resume with the same settings")
     if res.epoch >= args.epochs:
         raise UsageError(f"--resume {args.resume}: the saved run is at epoch {res.epoch}; "
                          "ask for more epochs than that")
 
 
-def restore(res, model, optimizer, scheduler):
-    """optimizer.load_state_dict, scheduler.load_state_dict, torch.set_rng_state."""
+def restore(res, model, optimizer, scheduler, scaler):
+    """optimizer.load_state_dict, scheduler.load_state_dict, scaler.load_state_dict,
+    torch.set_rng_state."""
     sched = torch.optim.lr_scheduler
     n = len(list(model.parameters()))
     steps = res.optimizer["steps"]
@@ -1052,10 +1067,16 @@ def restore(res, model, optimizer, scheduler):
         elif not isinstance(scheduler, sched.OneCycleLR):
             sd["base_lrs"] = [st["base_lr"]]
         scheduler.load_state_dict(sd)
+    if scaler is not None:
+        st = res.scaler
+        scaler.load_state_dict({"scale": st["scale"], "growth_factor": st["growth_factor"],
+                                "backoff_factor": st["backoff_factor"],
+                                "growth_interval": st["growth_interval"],
+                                "_growth_tracker": st["growth_tracker"]})
     torch.set_rng_state(res.rng)
 
 
-def save_resume(model, optimizer, scheduler, stats, args, n, classes, out, epoch):
+def save_resume(model, optimizer, scheduler, scaler, stats, args, n, classes, out, epoch):
     from safetensors.torch import save_file
 
     sched = torch.optim.lr_scheduler
@@ -1092,6 +1113,12 @@ def save_resume(model, optimizer, scheduler, stats, args, n, classes, out, epoch
         elif not isinstance(scheduler, sched.OneCycleLR):
             st["base_lr"] = scheduler.base_lrs[0]
         meta["scheduler"] = json.dumps({"name": st.pop("name"), "state": st})
+    if scaler is not None:
+        sd = scaler.state_dict()
+        meta["grad_scaler"] = json.dumps({
+            "scale": sd["scale"], "growth_factor": sd["growth_factor"],
+            "backoff_factor": sd["backoff_factor"], "growth_interval": sd["growth_interval"],
+            "growth_tracker": sd["_growth_tracker"]})
     if stats is not None:
         meta["standardize_mean"] = json.dumps(stats[0].tolist())
         meta["standardize_std"] = json.dumps(stats[1].tolist())
@@ -1137,6 +1164,9 @@ def train_main(args):
     if args.dropout != 0 and not hidden:
         raise UsageError("--dropout: dropout must be 0 without hidden layers "
                          "(MyModel has no Dropout)")
+    if (args.init_scale is not None or args.growth_interval is not None) and args.amp != "fp16":
+        flag = "--init-scale" if args.init_scale is not None else "--growth-interval"
+        raise UsageError(f"{flag} is the GradScaler's, which only --amp fp16 has")
     if res:
         check_resume(res, args, data, n)
     # One rank of a DDP job under torchrun: init_process_group("gloo"), the
@@ -1194,29 +1224,50 @@ def train_main(args):
     per_batch = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
     weight = None if weights is None else torch.tensor(weights, dtype=torch.float32).to(device)
     loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=args.label_smoothing)
+    # with torch.autocast(device.type, dtype): around forward and loss, in
+    # the steps and the evaluations; fp16 with a GradScaler.
+    autocast = contextlib.nullcontext
+    if args.amp:
+        def autocast():
+            return torch.autocast(device.type, dtype=AMP_DTYPES[args.amp])
+    scaler = None
+    if args.amp == "fp16":
+        kwargs = {k: v for k, v in [("init_scale", args.init_scale),
+                                    ("growth_interval", args.growth_interval)] if v is not None}
+        scaler = torch.amp.GradScaler(device.type, **kwargs)
 
     def step(xb, yb, epoch, k):
-        outputs = net(xb)
-        loss = loss_fn(outputs, yb)
+        with autocast():
+            outputs = net(xb)
+            loss = loss_fn(outputs, yb)
         value = loss.item()
         if not math.isfinite(value):  # as the binary: no step on it, an error
             raise Failure(f"training diverged: the loss is {value} at epoch {epoch} of "
                           f"{args.epochs}, step {k} of {steps_per_epoch}; "
                           f"lower --lr (now {optimizer_kwargs['lr']:e})")
         optimizer.zero_grad()
-        loss.backward()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if args.clip_grad_norm is not None or args.clip_grad_value is not None:
+                scaler.unscale_(optimizer)
+        else:
+            loss.backward()
         if args.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad_norm,
                                            norm_type=NORM_TYPES[args.clip_norm_type])
         if args.clip_grad_value is not None:
             torch.nn.utils.clip_grad_value_(model.parameters(), args.clip_grad_value)
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         if per_batch:
             scheduler.step()
 
     first_epoch = 1
     if res:
-        restore(res, model, optimizer, scheduler)
+        restore(res, model, optimizer, scheduler, scaler)
         first_epoch = res.epoch + 1
     epochs = []
     start = time.perf_counter()
@@ -1238,8 +1289,8 @@ def train_main(args):
             for k, first in enumerate(range(0, n_train, batch), 1):
                 idx = order[first:first + batch].to(device)
                 step(x_train[idx], y_train[idx], epoch, k)
-        train_loss, train_acc = evaluate(model, loss_fn, x_train, y_train)
-        test_loss, test_acc = evaluate(model, loss_fn, x_test, y_test)
+        train_loss, train_acc = evaluate(model, loss_fn, x_train, y_train, autocast)
+        test_loss, test_acc = evaluate(model, loss_fn, x_test, y_test, autocast)
         if not math.isfinite(train_loss):
             raise Failure(f"training diverged: the train loss is {train_loss} after epoch "
                           f"{epoch} of {args.epochs} (its steps' losses were finite); "
@@ -1253,7 +1304,7 @@ def train_main(args):
             scheduler.step()
         if (args.checkpoint_every and epoch % args.checkpoint_every == 0
                 and epoch < args.epochs and lead):
-            save_resume(model, optimizer, scheduler, stats, args, n, classes, resume_out, epoch)
+            save_resume(model, optimizer, scheduler, scaler, stats, args, n, classes, resume_out, epoch)
         if not args.quiet and not args.json and lead:
             print(f"epoch {epoch}/{args.epochs}: train loss {train_loss:.4f} acc {train_acc:.3f} | "
                   f"test loss {test_loss:.4f} acc {test_acc:.3f}")
@@ -1267,7 +1318,7 @@ def train_main(args):
     if save:
         save_checkpoint(model, stats, save)
     if resume_out:
-        save_resume(model, optimizer, scheduler, stats, args, n, classes, resume_out, args.epochs)
+        save_resume(model, optimizer, scheduler, scaler, stats, args, n, classes, resume_out, args.epochs)
     if args.json:
         doc = {
             "torch_version": torch.__version__.split("+")[0],
@@ -1280,13 +1331,13 @@ def train_main(args):
                 "clip_grad_value": args.clip_grad_value,
                 "label_smoothing": args.label_smoothing, "class_weights": weights,
                 "test_fraction": args.test_fraction, "standardize": not args.no_standardize,
-                "fast_step": not args.autograd,
+                "fast_step": not args.autograd, "amp": args.amp,
             },
             "data": {"name": data.name, "rows": n, "features": x.shape[1], "classes": classes,
                      "train_rows": n_train, "test_rows": len(y_test)},
             "epochs": epochs,
             "final": epochs[-1],
-            "confusion_matrix": confusion(model, x_test, y_test, classes),
+            "confusion_matrix": confusion(model, x_test, y_test, classes, autocast),
             "train_seconds": seconds,
             "samples_per_second": n_train * args.epochs / seconds,
             "backward": "autograd",

@@ -19,6 +19,8 @@
 //!   through a callback) and evaluation;
 //! - [`checkpoint`]: safetensors checkpoints PyTorch reads and writes;
 //! - [`device`]: `cpu`, `cuda`, `cuda:N` or `auto`, resolved on this machine;
+//! - [`amp`]: `torch.autocast(device_type, dtype)` on libtorch's autocast
+//!   (CPU and CUDA, bf16 and fp16) and `torch.amp.GradScaler`;
 //! - [`distributed`]: c10d's process group (gloo), `torchrun`'s environment
 //!   and DDP's parameter broadcast and gradient averaging.
 //!
@@ -27,9 +29,10 @@
 //! indicatif or plotters. Errors are typed ([`LossError`],
 //! [`data::DataError`], [`checkpoint::CheckpointError`],
 //! [`training::TrainError`], [`device::DeviceError`],
-//! [`distributed::DistributedError`]) and say what is wrong in
+//! [`distributed::DistributedError`], [`amp::AmpError`]) and say what is wrong in
 //! the library's terms.
 
+pub mod amp;
 pub mod checkpoint;
 pub mod data;
 pub mod device;

@@ -3,7 +3,8 @@
 //!
 //! ```python
 //! torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-//!             "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+//!             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+//!             "rng": torch.get_rng_state(),
 //!             "epoch": epoch}, path)
 //! ```
 //!
@@ -16,7 +17,9 @@
 //! strings): `epoch`; `optimizer` (`{"optimizer", "lr", "momentum",
 //! "steps"}`: the kind, the group's lr and momentum or beta1, each
 //! parameter's step count or null); `scheduler` (`{"name": its class,
-//! "state": `[`SchedulerState`]`}`), when the run has one; `data` (`rows`,
+//! "state": `[`SchedulerState`]`}`), when the run has one; `grad_scaler`
+//! (`scaler.state_dict()`: `{"scale", "growth_factor", "backoff_factor",
+//! "growth_interval", "growth_tracker"}`), when the run has one (fp16); `data` (`rows`,
 //! `features`, `classes`); and the standardization statistics as in any
 //! checkpoint. `scripts/reference.py train --checkpoint/--resume` writes and
 //! reads the same.
@@ -97,6 +100,9 @@ pub fn to_bytes(st: &TrainState) -> Result<Vec<u8>, CheckpointError> {
             json(&SchedulerMeta { name: name.clone(), state: state.clone() })?,
         );
     }
+    if let Some(scaler) = &st.scaler {
+        meta.insert("grad_scaler".to_string(), json(scaler)?);
+    }
     st.checkpoint.to_bytes_with(extra, meta)
 }
 
@@ -137,6 +143,13 @@ pub fn from_bytes(bytes: &[u8]) -> Result<TrainState, CheckpointError> {
                 .map_err(|e| bad(format!("scheduler: {e}")))?;
             Some((s.name, s.state))
         }
+    };
+    let scaler = match meta.get("grad_scaler") {
+        None => None,
+        Some(_) => Some(
+            serde_json::from_value(parse("grad_scaler")?)
+                .map_err(|e| bad(format!("grad_scaler: {e}")))?,
+        ),
     };
     let rng = st.tensor("rng_state").map_err(|_| bad("no rng_state tensor".to_string()))?;
     if rng.dtype() != Dtype::U8 {
@@ -183,6 +196,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<TrainState, CheckpointError> {
         optimizer: OptimizerState { lr: optimizer.lr, momentum: optimizer.momentum, params },
         scheduler,
         rng: rng.data().to_vec(),
+        scaler,
         rows: data.rows,
         features: data.features,
         classes: data.classes,

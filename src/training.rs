@@ -1,6 +1,7 @@
 //! Training a classifier on real data: the example's model, loss and optimizer
 //! in an epoch loop (`train`), and evaluating a saved model (`eval`).
 
+use crate::amp::{self, AmpDtype, AmpError, GradScaler, GradScalerConfig, GradScalerState};
 use crate::checkpoint::Checkpoint;
 use crate::data::{split, Dataset, SplitError, Standardizer};
 use crate::distributed::{self, DistributedDataParallel, DistributedError, ProcessGroup};
@@ -51,6 +52,8 @@ pub enum TrainError {
     Torch(TchError),
     /// A data-parallel run's process group failed (a rank gone, a timeout).
     Distributed(DistributedError),
+    /// Autocast or the gradient scaler refused (or a scaler state does not load).
+    Amp(AmpError),
 }
 
 impl fmt::Display for TrainError {
@@ -89,11 +92,18 @@ impl fmt::Display for TrainError {
             TrainError::Checkpointing(why) => write!(f, "{why}"),
             TrainError::Torch(e) => write!(f, "libtorch: {e}"),
             TrainError::Distributed(e) => e.fmt(f),
+            TrainError::Amp(e) => e.fmt(f),
         }
     }
 }
 
 impl std::error::Error for TrainError {}
+
+impl From<AmpError> for TrainError {
+    fn from(e: AmpError) -> Self {
+        TrainError::Amp(e)
+    }
+}
 
 impl From<TchError> for TrainError {
     fn from(e: TchError) -> Self {
@@ -162,6 +172,13 @@ pub struct TrainConfig {
     /// numbers as the autograd step, faster. `false` always
     /// runs the autograd step, the loop as a porter reads it.
     pub fast_step: bool,
+    /// `with torch.autocast(device.type, dtype):` around every forward and
+    /// loss (the steps, the evaluations, the confusion matrix), when given;
+    /// the fast step is then off (it computes in f32).
+    pub amp: Option<AmpDtype>,
+    /// `torch.amp.GradScaler(...)`'s arguments, for `amp: Some(Fp16)` (bf16
+    /// trains without a scaler, as PyTorch's recipe has it).
+    pub grad_scaler: GradScalerConfig,
 }
 
 impl Default for TrainConfig {
@@ -182,6 +199,8 @@ impl Default for TrainConfig {
             test_fraction: 0.2,
             standardize: true,
             fast_step: true,
+            amp: None,
+            grad_scaler: GradScalerConfig::default(),
         }
     }
 }
@@ -268,6 +287,8 @@ pub struct TrainState {
     pub scheduler: Option<(String, SchedulerState)>,
     /// `torch.get_rng_state()`.
     pub rng: Vec<u8>,
+    /// `scaler.state_dict()`, in a run with a gradient scaler (fp16).
+    pub scaler: Option<GradScalerState>,
     /// The data's rows, features and classes.
     pub rows: usize,
     pub features: usize,
@@ -413,12 +434,22 @@ fn run(
         Some(c) => Some(Scheduler::new(c.clone(), &mut optimizer).map_err(TrainError::Schedule)?),
         None => None,
     };
+    // with torch.autocast(device.type, dtype): around forward and loss.
+    let autocast = config.amp.map(|dtype| (device, dtype));
+    // scaler = torch.amp.GradScaler(device.type, ...), for fp16.
+    let mut scaler = match config.amp {
+        Some(dtype) if dtype.needs_scaler() => Some(GradScaler::new(device, config.grad_scaler)?),
+        _ => None,
+    };
     let first_epoch = match resume {
         None => 1,
         Some(st) => {
             // optimizer.load_state_dict(...); scheduler.load_state_dict(...);
-            // torch.set_rng_state(...)
+            // scaler.load_state_dict(...); torch.set_rng_state(...)
             optimizer.load_state(&st.optimizer).map_err(TrainError::Optimizer)?;
+            if let (Some(s), Some(state)) = (&mut scaler, &st.scaler) {
+                s.load_state(state)?;
+            }
             if let (Some(c), Some((_, state))) = (&scheduler_config, &st.scheduler) {
                 scheduler =
                     Some(Scheduler::restore(c.clone(), state).map_err(TrainError::Schedule)?);
@@ -444,6 +475,7 @@ fn run(
     // until a GPU run has checked it there (tests/cuda.rs has the check).
     let fast = if config.fast_step
         && device == Device::Cpu
+        && config.amp.is_none()
         && ddp.is_none()
         && ManualStep::covers(&loss_fn)
     {
@@ -459,8 +491,12 @@ fn run(
         let _ = tch::no_grad(|| loss_fn.f_forward(&model.forward_t(x, false), y))?;
     }
     // The run's whole state after an epoch (a resume checkpoint).
-    let state_at = |epoch, optimizer: &Optimizer, scheduler: &Option<Scheduler>| {
-        state_of(epoch, &model, &standardizer, optimizer, scheduler, config, data, classes)
+    let state_at = |epoch,
+                    optimizer: &Optimizer,
+                    scheduler: &Option<Scheduler>,
+                    scaler: &Option<GradScaler>| {
+        let scaler = scaler.as_ref().map(GradScaler::state).transpose()?;
+        state_of(epoch, &model, &standardizer, optimizer, scheduler, scaler, config, data, classes)
     };
     let start = std::time::Instant::now();
     // (Not more: a huge --epochs is the user's to stop, not an allocation.)
@@ -507,9 +543,10 @@ fn run(
             let first = step * batch;
             let rows = batch.min(n_rank - first);
             let (xb, yb) = (xs.f_narrow(0, first, rows)?, ys.f_narrow(0, first, rows)?);
-            let step = (&model, &loss_fn, fast.as_ref());
+            let step = (&model, &loss_fn, fast.as_ref(), autocast);
             let ddp = ddp.as_mut().map(|(d, _, _)| d);
-            step_losses.push(train_step(step, ddp, &mut optimizer, &clip, &xb, &yb)?);
+            let opt = (&mut optimizer, scaler.as_mut());
+            step_losses.push(train_step(step, ddp, opt, &clip, &xb, &yb)?);
             if let (Some(s), Some(Stepping::PerBatch)) = (&mut scheduler, stepping) {
                 s.step(&mut optimizer, None).map_err(TrainError::Schedule)?; // per batch
             }
@@ -520,7 +557,7 @@ fn run(
         {
             return Err(diverged(loss, epoch, Some(step as i64 + 1)));
         }
-        let eval = (&model, &loss_fn, fast.as_ref());
+        let eval = (&model, &loss_fn, fast.as_ref(), autocast);
         let (train_loss, train_accuracy) = evaluate(eval, &x_train, &y_train)?;
         let (test_loss, test_accuracy) = evaluate(eval, &x_test, &y_test)?;
         let metrics =
@@ -547,7 +584,7 @@ fn run(
         }
         if let Some(c) = &mut checkpointing {
             if epoch % c.every.max(1) == 0 && epoch < config.epochs {
-                let st = state_at(epoch, &optimizer, &scheduler)?;
+                let st = state_at(epoch, &optimizer, &scheduler, &scaler)?;
                 (c.save)(&st).map_err(TrainError::Checkpointing)?;
             }
         }
@@ -558,8 +595,8 @@ fn run(
     }
     let world_size = ddp.as_ref().map_or(1, |(_, _, w)| *w);
 
-    let confusion = confusion_matrix(&model, &x_test, &y_test, classes)?;
-    let state = state_at(config.epochs, &optimizer, &scheduler)?;
+    let confusion = autocast_if(autocast, || confusion_matrix(&model, &x_test, &y_test, classes))??;
+    let state = state_at(config.epochs, &optimizer, &scheduler, &scaler)?;
     Ok(TrainRun {
         config: config.clone(),
         device,
@@ -639,6 +676,7 @@ fn state_of(
     standardizer: &Option<Standardizer>,
     optimizer: &Optimizer,
     scheduler: &Option<Scheduler>,
+    scaler: Option<GradScalerState>,
     config: &TrainConfig,
     data: &Dataset,
     classes: usize,
@@ -653,6 +691,7 @@ fn state_of(
             .zip(config.scheduler.as_ref())
             .map(|(s, c)| (c.torch_name().to_string(), s.state())),
         rng: rng::cpu_state().map_err(|e| TrainError::Resume(e.to_string()))?,
+        scaler,
         rows: data.rows,
         features: data.features,
         classes,
@@ -683,6 +722,15 @@ pub fn check_resume(
     let now = config.scheduler.as_ref().map_or("none", |c| c.torch_name());
     if saved != now {
         return differs("scheduler", saved.to_string(), now.to_string());
+    }
+    let needs_scaler = config.amp.is_some_and(AmpDtype::needs_scaler);
+    if st.scaler.is_some() != needs_scaler {
+        let scaler = |on: bool| if on { "a GradScaler (fp16)" } else { "no GradScaler" };
+        return Err(TrainError::Resume(format!(
+            "the saved run has {}, this one {}; resume with the same settings",
+            scaler(st.scaler.is_some()),
+            scaler(needs_scaler)
+        )));
     }
     if st.epoch >= config.epochs {
         return Err(TrainError::Resume(format!(
@@ -722,34 +770,72 @@ fn scheduler_config(
 
 /// forward, loss, zero_grad, backward, (clip,) step: the example's five
 /// lines. Returns the loss, left on the device.
+/// With a gradient scaler (fp16): `scaler.scale(loss).backward()`,
+/// `scaler.unscale_(optimizer)` before any clipping, `scaler.step(optimizer)`
+/// (no step where a gradient is inf or NaN), `scaler.update()`.
 fn train_step(
-    (model, loss_fn, fast): (&Classifier, &CrossEntropyLoss, Option<&ManualStep>),
+    step: Eval<'_>,
     ddp: Option<&mut DistributedDataParallel>,
-    optimizer: &mut Optimizer,
+    (optimizer, scaler): (&mut Optimizer, Option<&mut GradScaler>),
     clip: &Clip,
     x: &Tensor,
     y: &Tensor,
 ) -> Result<Tensor, TrainError> {
+    let (model, loss_fn, fast, autocast) = step;
     let loss = match fast {
         // The exact fast step: the same forward, loss and gradients as the
         // four lines below, without the autograd engine.
         Some(manual) => manual.f_step(model, loss_fn, x, y)?,
         None => {
-            // model.train(); outputs = model(x) (through DDP's forward)
-            let outputs = match ddp {
-                Some(ddp) => ddp.forward(|| model.forward_t(x, true))?,
-                None => model.forward_t(x, true),
-            };
-            // The labels were checked once, before the loop.
-            let loss = loss_fn.f_forward_unchecked(&outputs, y)?;
+            // with torch.autocast(...):  (when the run has --amp)
+            let loss = autocast_if(autocast, || -> Result<Tensor, TrainError> {
+                // model.train(); outputs = model(x) (through DDP's forward)
+                let outputs = match ddp {
+                    Some(ddp) => ddp.forward(|| model.forward_t(x, true))?,
+                    None => model.forward_t(x, true),
+                };
+                // The labels were checked once, before the loop.
+                Ok(loss_fn.f_forward_unchecked(&outputs, y)?)
+            })??;
             optimizer.zero_grad();
-            loss.f_backward()?;
+            match &scaler {
+                Some(s) => s.scale(&loss)?.f_backward()?,
+                None => loss.f_backward()?,
+            }
             loss
         }
     };
-    clip.apply()?;
-    optimizer.step()?;
+    match scaler {
+        Some(s) => {
+            if clip.norm.is_some() || clip.value.is_some() {
+                s.unscale_(&clip.params)?;
+            }
+            clip.apply()?;
+            s.step(optimizer, &clip.params)?;
+            s.update()?;
+        }
+        None => {
+            clip.apply()?;
+            optimizer.step()?;
+        }
+    }
     Ok(loss.f_detach()?)
+}
+
+/// A model, its loss, the fast step where it runs, and the autocast region
+/// (device, dtype) of a run with `amp`.
+type Eval<'a> =
+    (&'a Classifier, &'a CrossEntropyLoss, Option<&'a ManualStep>, Option<(Device, AmpDtype)>);
+
+/// `with torch.autocast(device.type, dtype): f()` in a run with `amp`, else `f()`.
+fn autocast_if<T>(
+    region: Option<(Device, AmpDtype)>,
+    f: impl FnOnce() -> T,
+) -> Result<T, AmpError> {
+    match region {
+        Some((device, dtype)) => amp::autocast(device, dtype, f),
+        None => Ok(f()),
+    }
 }
 
 /// Gradient clipping between `loss.backward()` and `optimizer.step()`.
@@ -773,11 +859,8 @@ impl Clip {
 
 /// Loss and accuracy of the model on `(x, y)`, without gradients. The
 /// labels must be valid class indices: callers check them once beforehand.
-fn evaluate(
-    (model, loss_fn, fast): (&Classifier, &CrossEntropyLoss, Option<&ManualStep>),
-    x: &Tensor,
-    y: &Tensor,
-) -> Result<(f32, f64), TrainError> {
+fn evaluate(eval: Eval<'_>, x: &Tensor, y: &Tensor) -> Result<(f32, f64), TrainError> {
+    let (model, loss_fn, fast, autocast) = eval;
     let rows = y.size()[0] as f64;
     if let Some(manual) = fast {
         // The same loss and count as the lines below, from the fast step's
@@ -785,14 +868,16 @@ fn evaluate(
         let (loss, correct) = manual.f_evaluate(model, loss_fn, x, y)?;
         return Ok((loss, correct as f64 / rows));
     }
-    // model.eval(); with torch.no_grad():
-    tch::no_grad(|| {
-        let logits = model.forward_t(x, false);
-        // The labels were checked once, before any evaluation.
-        let loss = loss_fn.f_forward_unchecked(&logits, y)?.f_double_value(&[])? as f32;
-        let correct = logits.argmax(1, false).eq_tensor(y).sum(Kind::Int64).int64_value(&[]);
-        Ok((loss, correct as f64 / rows))
-    })
+    // model.eval(); with torch.no_grad(): (and torch.autocast(...))
+    autocast_if(autocast, || {
+        tch::no_grad(|| {
+            let logits = model.forward_t(x, false);
+            // The labels were checked once, before any evaluation.
+            let loss = loss_fn.f_forward_unchecked(&logits, y)?.f_double_value(&[])? as f32;
+            let correct = logits.argmax(1, false).eq_tensor(y).sum(Kind::Int64).int64_value(&[]);
+            Ok((loss, correct as f64 / rows))
+        })
+    })?
 }
 
 /// `[true class][predicted class]` counts.
@@ -882,7 +967,7 @@ pub fn eval(
     let (_vs, model) = model_from_checkpoint(ck, device)?;
     let x = x.f_to_device(device)?;
     let y = data.labels_tensor().f_to_device(device)?;
-    let (loss, accuracy) = evaluate((&model, &CrossEntropyLoss::new(), None), &x, &y)?;
+    let (loss, accuracy) = evaluate((&model, &CrossEntropyLoss::new(), None, None), &x, &y)?;
     Ok(EvalRun {
         data: DataSummary {
             name: data.name.clone(),

@@ -5,6 +5,7 @@
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+use cross_entropy_tch::amp::AmpDtype;
 use cross_entropy_tch::data::Bundled;
 use cross_entropy_tch::device::DeviceRequest;
 use cross_entropy_tch::optim::{NormType, OptimizerConfig, OptimizerKind};
@@ -374,6 +375,21 @@ pub struct TrainArgs {
     #[arg(long)]
     pub autograd: bool,
 
+    /// Mixed precision: `with torch.autocast(device.type, dtype):` around
+    /// every forward and loss, in bf16 (torch.bfloat16) or fp16
+    /// (torch.float16, with torch.amp.GradScaler). Steps through autograd.
+    #[arg(long, value_name = "bf16|fp16", value_parser = amp_dtype())]
+    pub amp: Option<AmpDtype>,
+
+    /// GradScaler(init_scale=X) of --amp fp16 (default 65536); finite, > 0.
+    #[arg(long, value_name = "X", value_parser = parse_positive, allow_negative_numbers = true)]
+    pub init_scale: Option<f64>,
+
+    /// GradScaler(growth_interval=N) of --amp fp16 (default 2000): the
+    /// scale doubles after N steps in a row without an inf/NaN gradient.
+    #[arg(long, value_name = "N", value_parser = at_least::<i64, 1>, allow_negative_numbers = true)]
+    pub growth_interval: Option<i64>,
+
     /// Start from a saved model (and its standardization) instead of a fresh
     /// nn.Linear init.
     #[arg(long, value_name = "FILE.safetensors")]
@@ -501,6 +517,15 @@ fn backward() -> impl TypedValueParser<Value = Backward> {
         ),
     ])
     .map(|name| name.parse::<Backward>().expect("clap passes only the listed names"))
+}
+
+/// `--amp`: autocast's two dtypes, each with PyTorch's name.
+fn amp_dtype() -> impl TypedValueParser<Value = AmpDtype> {
+    PossibleValuesParser::new([
+        PossibleValue::new(AmpDtype::Bf16.name()).help("torch.bfloat16, no scaler"),
+        PossibleValue::new(AmpDtype::Fp16.name()).help("torch.float16, with torch.amp.GradScaler"),
+    ])
+    .map(|name| name.parse::<AmpDtype>().expect("clap passes only the listed names"))
 }
 
 fn optimizer_kind() -> impl TypedValueParser<Value = OptimizerKind> {

@@ -5,6 +5,7 @@
 
 use super::args::{CommonArgs, DataArgs, ExampleArgs, TrainArgs, SCHEDULERS};
 use anyhow::Result;
+use cross_entropy_tch::amp::{AmpDtype, GradScalerConfig};
 use cross_entropy_tch::checkpoint::Checkpoint;
 use cross_entropy_tch::data::Dataset;
 use cross_entropy_tch::optim::{OptimizerConfig, OptimizerKind};
@@ -99,6 +100,23 @@ impl TrainArgs {
                 "--clip-norm-type {norm_type} needs --clip-grad-norm"
             )));
         }
+        let scaler_flag = [
+            ("--init-scale", self.init_scale.is_some()),
+            ("--growth-interval", self.growth_interval.is_some()),
+        ];
+        if let Some((flag, _)) = scaler_flag.iter().find(|(_, given)| *given) {
+            if !self.amp.is_some_and(AmpDtype::needs_scaler) {
+                return Err(UsageError::msg(format!(
+                    "{flag} is the GradScaler's, which only --amp fp16 has"
+                )));
+            }
+        }
+        let defaults = GradScalerConfig::default();
+        let grad_scaler = GradScalerConfig {
+            init_scale: self.init_scale.unwrap_or(defaults.init_scale),
+            growth_interval: self.growth_interval.unwrap_or(defaults.growth_interval),
+            ..defaults
+        };
         Ok(TrainConfig {
             seed: self.seed,
             epochs: self.epochs,
@@ -115,6 +133,8 @@ impl TrainArgs {
             test_fraction: self.test_fraction,
             standardize: !self.no_standardize,
             fast_step: !self.autograd,
+            amp: self.amp,
+            grad_scaler,
         })
     }
 

@@ -170,6 +170,16 @@ pub fn train_summary(run: &TrainRun, written: &[String]) -> String {
     if let Some(v) = c.clip_grad_value {
         optim += &format!(", clip_grad_value_ {v}");
     }
+    if let Some(dtype) = c.amp {
+        optim += &format!(", autocast({})", dtype.torch_name());
+        if dtype.needs_scaler() {
+            let g = &c.grad_scaler;
+            optim += &format!(
+                " + GradScaler(init_scale={}, growth_interval={})",
+                g.init_scale, g.growth_interval
+            );
+        }
+    }
     let mut loss = Vec::new();
     if let Some(w) = &c.class_weights {
         loss.push(format!("weight={w:?}"));
