@@ -288,6 +288,110 @@ fn training_is_bit_equal_to_pytorch() {
     }
 }
 
+/// `train --amp` against `torch.autocast("cpu", dtype)` (and
+/// `torch.amp.GradScaler("cpu")` for fp16) in `scripts/reference.py`: every
+/// epoch's losses, the accuracies and the confusion matrix bit for bit, for
+/// SGD and Adam, MyModel and the MLP with dropout. fp16 starts from a scale
+/// of 1e9, so that the first steps overflow and are skipped, and grows it
+/// every 3 steps: the scaler's state after the run is PyTorch's too. Each
+/// run also differs from its f32 run, so autocast did run.
+#[test]
+fn mixed_precision_is_bit_equal_to_pytorch_autocast() {
+    let Some(python) = reference_python() else { return };
+    let fp16 = ["--amp", "fp16", "--init-scale", "1e9", "--growth-interval", "3"];
+    let runs: Vec<Vec<&str>> =
+        vec![
+            vec!["--dataset", "wine", "--amp", "bf16", "--batch-size", "16"],
+            vec!["--dataset", "wine", "--amp", "bf16", "--optimizer", "adam", "--lr", "0.01"],
+            vec![
+                "--dataset",
+                "digits",
+                "--amp",
+                "bf16",
+                "--hidden",
+                "32",
+                "--dropout",
+                "0.2",
+                "--batch-size",
+                "64",
+                "--momentum",
+                "0.9",
+                "--lr",
+                "0.05",
+            ],
+            [&["--dataset", "wine", "--batch-size", "16"][..], &fp16].concat(),
+            [
+                &[
+                    "--dataset",
+                    "digits",
+                    "--hidden",
+                    "32",
+                    "--dropout",
+                    "0.1",
+                    "--batch-size",
+                    "64",
+                ][..],
+                &["--optimizer", "adam", "--lr", "0.01", "--clip-grad-norm", "1"],
+                &fp16,
+            ]
+            .concat(),
+        ];
+    let ck = |i: usize, who: &str| tmp(&format!("amp-{who}-{i}.safetensors"));
+    let cases: Vec<Vec<String>> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut a = strings(&[&["--epochs", "8"][..], r].concat());
+            a.extend(["--checkpoint".to_string(), ck(i, "torch").to_str().unwrap().to_string()]);
+            train_args(&a)
+        })
+        .collect();
+    let torch_runs = torch_outs(&python, &cases);
+    for (i, (args, torch)) in cases.iter().zip(torch_runs).enumerate() {
+        let what = format!("{args:?}");
+        let mut rust_args = args.clone();
+        *rust_args.last_mut().unwrap() = ck(i, "rust").to_str().unwrap().to_string();
+        let rust = json_of(rust_out(&rust_args), &what);
+        let torch = json_of(torch, &format!("reference.py {what}"));
+        assert_train_equal(&rust, &torch, &what);
+        assert_eq!(rust["backward"], "autograd", "{what}: --amp steps through autograd");
+        assert_eq!(rust["config"]["amp"], torch["config"]["amp"], "{what}");
+        // The same run in f32: without --amp and the scaler's flags.
+        let mut f32_flags = vec!["--epochs", "8"];
+        let mut flags = runs[i].iter();
+        while let Some(f) = flags.next() {
+            match *f {
+                "--amp" | "--init-scale" | "--growth-interval" => drop(flags.next()),
+                _ => f32_flags.push(f),
+            }
+        }
+        let f32_args = train_args(&strings(&f32_flags));
+        let plain = json_of(rust_out(&f32_args), &format!("{f32_args:?}"));
+        assert_ne!(
+            rust["epochs"][0]["train_loss"], plain["epochs"][0]["train_loss"],
+            "{what}: autocast changed nothing"
+        );
+        // The scaler's state after the run: PyTorch's scaler.state_dict().
+        let scaler = |who| {
+            let bytes = std::fs::read(ck(i, who)).unwrap();
+            let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+            meta.metadata()
+                .clone()
+                .unwrap_or_default()
+                .get("grad_scaler")
+                .map(|s| serde_json::from_str::<Value>(s).unwrap())
+        };
+        let (r, t) = (scaler("rust"), scaler("torch"));
+        assert_eq!(r, t, "{what}: the GradScaler's state");
+        if args.contains(&"fp16".to_string()) {
+            let scale = r.as_ref().unwrap()["scale"].as_f64().unwrap();
+            assert!(scale < 1e9, "{what}: no step was skipped (scale {scale})");
+        } else {
+            assert!(r.is_none(), "{what}: bf16 has no scaler");
+        }
+    }
+}
+
 #[test]
 fn default_training_reaches_the_accuracy_bars() {
     for (dataset, bar) in [("iris", 0.93), ("wine", 0.95), ("digits", 0.93)] {
@@ -709,8 +813,23 @@ fn resume_is_exact_both_ways_with_pytorch() {
     // step counts, AMSGrad, RMSprop's averages), schedulers with state
     // (StepLR, ReduceLROnPlateau's counters, SequentialLR's two), dropout
     // masks drawn after the resume from the restored generator.
-    let runs: [&[&str]; 5] = [
+    // And mixed precision: bf16, and fp16 with the GradScaler's state
+    // (a scale that backed off and grew, the growth tracker mid-interval).
+    let runs: [&[&str]; 7] = [
         &["--momentum", "0.9", "--nesterov", "--batch-size", "16"],
+        &["--amp", "bf16", "--optimizer", "adam", "--batch-size", "32"],
+        &[
+            "--amp",
+            "fp16",
+            "--init-scale",
+            "1e9",
+            "--growth-interval",
+            "4",
+            "--momentum",
+            "0.9",
+            "--batch-size",
+            "16",
+        ],
         &[
             "--optimizer",
             "adam",
