@@ -502,8 +502,11 @@ fn check_float_input(input: &Tensor) -> Result<(), LossError> {
     }
 }
 
+/// The weights' dtype must be the input's, except inside an autocast region
+/// ([`crate::amp::autocast`]): both losses are on autocast's f32 list, so
+/// libtorch casts input and weights to f32 first, as `torch.autocast` does.
 fn check_same_kind(what: &'static str, w: &Tensor, input: &Tensor) -> Result<(), LossError> {
-    if w.kind() != input.kind() {
+    if w.kind() != input.kind() && !crate::amp::is_enabled(input.device()) {
         return Err(LossError::WeightDtype { what, weight: w.kind(), input: input.kind() });
     }
     Ok(())

@@ -299,8 +299,7 @@ fn training_is_bit_equal_to_pytorch() {
 fn mixed_precision_is_bit_equal_to_pytorch_autocast() {
     let Some(python) = reference_python() else { return };
     let fp16 = ["--amp", "fp16", "--init-scale", "1e9", "--growth-interval", "3"];
-    let runs: Vec<Vec<&str>> =
-        vec![
+    let runs: Vec<Vec<&str>> = vec![
             vec!["--dataset", "wine", "--amp", "bf16", "--batch-size", "16"],
             vec!["--dataset", "wine", "--amp", "bf16", "--optimizer", "adam", "--lr", "0.01"],
             vec![
