@@ -1028,6 +1028,23 @@ def check_resume(res, args, data, n):
         raise UsageError(f"--resume {args.resume}: the saved run has "
                          f"{scaler[res.scaler is not None]}, this one "
                          f"{scaler[args.amp == 'fp16']}; resume with the same settings")
+    st = res.scaler
+    if st is not None:
+        # What the binary loads (amp.rs's GradScalerState::check);
+        # GradScaler.load_state_dict checks none of it.
+        def bad(what):
+            raise UsageError(f"--resume {args.resume}: GradScaler state: {what}")
+        scale = st["scale"]
+        if not (scale > 0 and math.isfinite(f32(scale) if scale < 3.5e38 else math.inf)):
+            bad(f"scale must be a positive finite f32, got {scale}")
+        if not (math.isfinite(st["growth_factor"]) and st["growth_factor"] > 1):
+            bad("growth_factor must be a finite number > 1")
+        if not 0 < st["backoff_factor"] < 1:
+            bad("backoff_factor must be in (0, 1)")
+        if st["growth_interval"] < 1:
+            bad("growth_interval must be at least 1")
+        if not 0 <= st["growth_tracker"] <= 2**31 - 1:
+            bad(f"growth_tracker must be in [0, 2^31), got {st['growth_tracker']}")
     if res.epoch >= args.epochs:
         raise UsageError(f"--resume {args.resume}: the saved run is at epoch {res.epoch}; "
                          "ask for more epochs than that")

@@ -244,6 +244,39 @@ pub struct GradScalerState {
     pub growth_tracker: i64,
 }
 
+impl GradScalerState {
+    /// What [`GradScaler::load_state`] takes: a scale that is a positive
+    /// finite f32, the factors and the interval as
+    /// [`GradScalerConfig::check`] has them, a tracker in `[0, 2^31)` (an
+    /// int32 on the device). PyTorch's `load_state_dict` checks none of it.
+    pub fn check(&self) -> Result<(), AmpError> {
+        let config = GradScalerConfig {
+            init_scale: self.scale,
+            growth_factor: self.growth_factor,
+            backoff_factor: self.backoff_factor,
+            growth_interval: self.growth_interval,
+        };
+        let scale_ok = self.scale > 0.0 && (self.scale as f32).is_finite();
+        if !scale_ok {
+            return Err(AmpError::State(format!(
+                "scale must be a positive finite f32, got {}",
+                self.scale
+            )));
+        }
+        config.check().map_err(|e| match e {
+            AmpError::Config { what, rule } => AmpError::State(format!("{what} must be {rule}")),
+            e => e,
+        })?;
+        if !(0..=i32::MAX as i64).contains(&self.growth_tracker) {
+            return Err(AmpError::State(format!(
+                "growth_tracker must be in [0, 2^31), got {}",
+                self.growth_tracker
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Ready,
@@ -398,28 +431,18 @@ impl GradScaler {
         })
     }
 
-    /// `scaler.load_state_dict(state)`, after checking it as a config (a
-    /// scale that is not a positive finite f32, a factor out of range, a
-    /// negative tracker are refused, not loaded).
+    /// `scaler.load_state_dict(state)`, after [`GradScalerState::check`]
+    /// (a state it refuses changes nothing).
     pub fn load_state(&mut self, state: &GradScalerState) -> Result<(), AmpError> {
-        let config = GradScalerConfig {
-            init_scale: state.scale,
+        state.check()?;
+        self.scale = self.scale.f_fill_(state.scale)?;
+        self.growth_tracker = self.growth_tracker.f_fill_(state.growth_tracker)?;
+        self.config = GradScalerConfig {
             growth_factor: state.growth_factor,
             backoff_factor: state.backoff_factor,
             growth_interval: state.growth_interval,
+            ..self.config
         };
-        config.check().map_err(|e| AmpError::State(e.to_string()))?;
-        if !(state.scale as f32).is_finite()
-            || !(0..i32::MAX as i64).contains(&state.growth_tracker)
-        {
-            return Err(AmpError::State(format!(
-                "scale {} / growth tracker {} out of range",
-                state.scale, state.growth_tracker
-            )));
-        }
-        self.scale = self.scale.f_fill_(state.scale)?;
-        self.growth_tracker = self.growth_tracker.f_fill_(state.growth_tracker)?;
-        self.config = GradScalerConfig { init_scale: self.config.init_scale, ..config };
         Ok(())
     }
 }

@@ -732,6 +732,9 @@ pub fn check_resume(
             scaler(needs_scaler)
         )));
     }
+    if let Some(state) = &st.scaler {
+        state.check()?;
+    }
     if st.epoch >= config.epochs {
         return Err(TrainError::Resume(format!(
             "the saved run is at epoch {}; ask for more epochs than that",

@@ -128,6 +128,17 @@ fn resume_file(epochs: usize, flags: &[&str]) -> Vec<u8> {
     std::fs::read(&path).unwrap()
 }
 
+/// `bytes` with `from` (which must be there) replaced by `to`, of the same
+/// length (the safetensors header keeps its size).
+fn edit(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let at = bytes.windows(from.len()).position(|w| w == from.as_bytes());
+    let at = at.unwrap_or_else(|| panic!("no {from} in the file"));
+    let mut out = bytes.to_vec();
+    out[at..at + to.len()].copy_from_slice(to.as_bytes());
+    out
+}
+
 /// `train --dataset iris --resume r.safetensors ARGS` on `bytes`.
 fn resume(name: &'static str, bytes: Vec<u8>, args: &[&'static str], code: i32) -> Case {
     let mut c = train(name, &["--dataset", "iris", "--resume", "r.safetensors"], code);
@@ -138,6 +149,7 @@ fn resume(name: &'static str, bytes: Vec<u8>, args: &[&'static str], code: i32) 
 fn cases() -> Vec<Case> {
     let adam = resume_file(3, &["--optimizer", "adam", "--batch-size", "32"]);
     let stepped = resume_file(3, &["--scheduler", "step", "--step-size", "2"]);
+    let fp16 = resume_file(3, &["--amp", "fp16"]);
     let good = safetensors(&IRIS_MODEL, &IRIS_STATS);
     let mut truncated = good.clone();
     truncated.truncate(good.len() - 5);
@@ -179,6 +191,45 @@ fn cases() -> Vec<Case> {
         case("bench with a fractional warmup", &["bench", "--warmup", "1.5"], 2),
         case("bench with the old --input-size", &["bench", "--input-size", "4"], 2),
         // ---- train's flags
+        train("an autocast dtype there is not", &["--dataset", "iris", "--amp", "fp32"], 2),
+        train(
+            "--init-scale with bf16",
+            &["--dataset", "iris", "--amp", "bf16", "--init-scale", "4"],
+            2,
+        ),
+        train(
+            "--growth-interval without --amp",
+            &["--dataset", "iris", "--growth-interval", "4"],
+            2,
+        ),
+        train("--init-scale 0", &["--dataset", "iris", "--amp", "fp16", "--init-scale", "0"], 2),
+        train(
+            "--init-scale nan",
+            &["--dataset", "iris", "--amp", "fp16", "--init-scale", "nan"],
+            2,
+        ),
+        train(
+            "--growth-interval 0",
+            &["--dataset", "iris", "--amp", "fp16", "--growth-interval", "0"],
+            2,
+        ),
+        train(
+            "fp16 with its scaler flags",
+            &[
+                "--dataset",
+                "iris",
+                "--epochs",
+                "2",
+                "--amp",
+                "fp16",
+                "--init-scale",
+                "8",
+                "--growth-interval",
+                "1",
+                "--json",
+            ],
+            0,
+        ),
         train("0 epochs", &["--dataset", "iris", "--epochs", "0"], 2),
         train("mini-batch 0", &["--dataset", "iris", "--batch-size", "0"], 2),
         train("fractional seed", &["--dataset", "iris", "--seed", "1.5"], 2),
@@ -435,6 +486,37 @@ fn cases() -> Vec<Case> {
             "resume with another scheduler",
             stepped.clone(),
             &["--epochs", "6", "--scheduler", "exponential", "--gamma", "0.5"],
+            2,
+        ),
+        resume("resume an fp16 run without --amp", fp16.clone(), &["--epochs", "6"], 2),
+        resume(
+            "resume an f32 run with --amp fp16",
+            adam.clone(),
+            &["--epochs", "6", "--optimizer", "adam", "--batch-size", "32", "--amp", "fp16"],
+            2,
+        ),
+        resume(
+            "resume an fp16 run with bf16",
+            fp16.clone(),
+            &["--epochs", "6", "--amp", "bf16"],
+            2,
+        ),
+        resume(
+            "resume an fp16 run",
+            fp16.clone(),
+            &["--epochs", "6", "--amp", "fp16", "--json"],
+            0,
+        ),
+        resume(
+            "a negative GradScaler scale",
+            edit(&fp16, r#"\"scale\":65536.0"#, r#"\"scale\":-6553.6"#),
+            &["--epochs", "6", "--amp", "fp16"],
+            2,
+        ),
+        resume(
+            "a GradScaler growth interval of -200",
+            edit(&fp16, r#"\"growth_interval\":2000"#, r#"\"growth_interval\":-200"#),
+            &["--epochs", "6", "--amp", "fp16"],
             2,
         ),
         resume("resume a model checkpoint", good.clone(), &["--epochs", "6"], 2),
