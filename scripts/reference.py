@@ -1253,6 +1253,8 @@ def train_main(args):
                                     ("growth_interval", args.growth_interval)] if v is not None}
         scaler = torch.amp.GradScaler(device.type, **kwargs)
 
+    skipped = [0]  # the steps the GradScaler skipped
+
     def step(xb, yb, epoch, k):
         with autocast():
             outputs = net(xb)
@@ -1275,8 +1277,11 @@ def train_main(args):
         if args.clip_grad_value is not None:
             torch.nn.utils.clip_grad_value_(model.parameters(), args.clip_grad_value)
         if scaler is not None:
+            before = scaler.get_scale()
             scaler.step(optimizer)
             scaler.update()
+            # A skipped step (inf/NaN gradients) is the one that backs off.
+            skipped[0] += scaler.get_scale() < before
         else:
             optimizer.step()
         if per_batch:
@@ -1360,6 +1365,9 @@ def train_main(args):
             "backward": "autograd",
             "world_size": world,
         }
+        if scaler is not None:
+            doc["skipped_steps"] = skipped[0]
+            doc["grad_scale"] = scaler.get_scale()
         json.dump(doc, sys.stdout)
         sys.stdout.write("\n")
 

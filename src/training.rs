@@ -248,6 +248,12 @@ pub struct TrainRun {
     pub backward: Backward,
     /// The ranks that trained it ([`train_distributed`]); 1 in one process.
     pub world_size: usize,
+    /// The steps of this run's epochs that the GradScaler skipped (a
+    /// gradient was inf or NaN: no optimizer step, the scale backed off);
+    /// 0 without a scaler.
+    pub skipped_steps: usize,
+    /// The steps of this run's epochs (on each rank), skipped ones included.
+    pub steps: usize,
 }
 
 /// Resume checkpoints during a run: `save` gets the run's state after every
@@ -498,6 +504,7 @@ fn run(
         let scaler = scaler.as_ref().map(GradScaler::state).transpose()?;
         state_of(epoch, &model, &standardizer, optimizer, scheduler, scaler, config, data, classes)
     };
+    let (mut steps, mut skipped_steps) = (0, 0);
     let start = std::time::Instant::now();
     // (Not more: a huge --epochs is the user's to stop, not an allocation.)
     let mut epochs = Vec::with_capacity(config.epochs.min(1 << 16));
@@ -546,7 +553,10 @@ fn run(
             let step = (&model, &loss_fn, fast.as_ref(), autocast);
             let ddp = ddp.as_mut().map(|(d, _, _)| d);
             let opt = (&mut optimizer, scaler.as_mut());
-            step_losses.push(train_step(step, ddp, opt, &clip, &xb, &yb)?);
+            let (loss, stepped) = train_step(step, ddp, opt, &clip, &xb, &yb)?;
+            step_losses.push(loss);
+            skipped_steps += usize::from(!stepped);
+            steps += 1;
             if let (Some(s), Some(Stepping::PerBatch)) = (&mut scheduler, stepping) {
                 s.step(&mut optimizer, None).map_err(TrainError::Schedule)?; // per batch
             }
@@ -615,6 +625,8 @@ fn run(
         resumed_after: resume.map(|st| st.epoch),
         backward,
         world_size,
+        skipped_steps,
+        steps,
     })
 }
 
@@ -775,7 +787,8 @@ fn scheduler_config(
 /// lines. Returns the loss, left on the device.
 /// With a gradient scaler (fp16): `scaler.scale(loss).backward()`,
 /// `scaler.unscale_(optimizer)` before any clipping, `scaler.step(optimizer)`
-/// (no step where a gradient is inf or NaN), `scaler.update()`.
+/// (no step where a gradient is inf or NaN), `scaler.update()`. Returns the
+/// loss, left on the device, and whether the optimizer stepped.
 fn train_step(
     step: Eval<'_>,
     ddp: Option<&mut DistributedDataParallel>,
@@ -783,7 +796,7 @@ fn train_step(
     clip: &Clip,
     x: &Tensor,
     y: &Tensor,
-) -> Result<Tensor, TrainError> {
+) -> Result<(Tensor, bool), TrainError> {
     let (model, loss_fn, fast, autocast) = step;
     let loss = match fast {
         // The exact fast step: the same forward, loss and gradients as the
@@ -808,21 +821,23 @@ fn train_step(
             loss
         }
     };
-    match scaler {
+    let stepped = match scaler {
         Some(s) => {
             if clip.norm.is_some() || clip.value.is_some() {
                 s.unscale_(&clip.params)?;
             }
             clip.apply()?;
-            s.step(optimizer, &clip.params)?;
+            let stepped = s.step(optimizer, &clip.params)?;
             s.update()?;
+            stepped
         }
         None => {
             clip.apply()?;
             optimizer.step()?;
+            true
         }
-    }
-    Ok(loss.f_detach()?)
+    };
+    Ok((loss.f_detach()?, stepped))
 }
 
 /// A model, its loss, the fast step where it runs, and the autocast region

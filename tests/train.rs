@@ -355,6 +355,8 @@ fn mixed_precision_is_bit_equal_to_pytorch_autocast() {
         assert_train_equal(&rust, &torch, &what);
         assert_eq!(rust["backward"], "autograd", "{what}: --amp steps through autograd");
         assert_eq!(rust["config"]["amp"], torch["config"]["amp"], "{what}");
+        assert_eq!(rust["skipped_steps"], torch["skipped_steps"], "{what}: skipped steps");
+        assert_eq!(rust["grad_scale"], torch["grad_scale"], "{what}: the final scale");
         // The same run in f32: without --amp and the scaler's flags.
         let mut f32_flags = vec!["--epochs", "8"];
         let mut flags = runs[i].iter();
@@ -385,6 +387,7 @@ fn mixed_precision_is_bit_equal_to_pytorch_autocast() {
         if args.contains(&"fp16".to_string()) {
             let scale = r.as_ref().unwrap()["scale"].as_f64().unwrap();
             assert!(scale < 1e9, "{what}: no step was skipped (scale {scale})");
+            assert!(rust["skipped_steps"].as_u64().unwrap() > 0, "{what}: no skipped step");
         } else {
             assert!(r.is_none(), "{what}: bf16 has no scaler");
         }

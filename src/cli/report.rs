@@ -100,6 +100,12 @@ pub struct TrainReport<'a> {
     pub backward: Backward,
     /// The ranks that trained it (`--nproc`, torchrun); 1 in one process.
     pub world_size: usize,
+    /// With `--amp fp16`: the steps the GradScaler skipped (inf/NaN
+    /// gradients) in this run's epochs, and its scale after the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped_steps: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grad_scale: Option<f64>,
 }
 
 impl<'a> TrainReport<'a> {
@@ -117,6 +123,8 @@ impl<'a> TrainReport<'a> {
             resumed_after: run.resumed_after,
             backward: run.backward,
             world_size: run.world_size,
+            skipped_steps: run.state.scaler.map(|_| run.skipped_steps),
+            grad_scale: run.state.scaler.map(|s| s.scale),
         }
     }
 }

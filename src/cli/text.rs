@@ -232,6 +232,12 @@ pub fn train_summary(run: &TrainRun, written: &[String]) -> String {
         run.epochs.len(),
         confusion_table(&run.confusion),
     );
+    if let Some(scaler) = &run.state.scaler {
+        s += &format!(
+            "\nscaler:    GradScaler skipped {} of {} steps (inf/NaN gradients); scale now {}",
+            run.skipped_steps, run.steps, scaler.scale
+        );
+    }
     if !written.is_empty() {
         s += &format!("\nwrote:     {}", written.join(", "));
     }
