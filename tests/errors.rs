@@ -622,6 +622,10 @@ fn the_guides_error_table_is_verbatim() {
                 eval("iris.safetensors", "wine"),
                 vec![Input::IrisCheckpoint("iris.safetensors", None)],
             )],
+            "`--amp fp32`" => vec![(iris(&["--amp", "fp32"]), vec![])],
+            "`--amp bf16 --init-scale 4`" => {
+                vec![(iris(&["--amp", "bf16", "--init-scale", "4"]), vec![])]
+            }
             "`--plot no/such/dir/p.svg`" => vec![(iris(&["--plot", "no/such/dir/p.svg"]), vec![])],
             "`--lr 1e38`" => vec![(iris(&["--lr", "1e38"]), vec![])],
             _ => return None,

@@ -378,7 +378,7 @@ pub struct TrainArgs {
     /// Mixed precision: `with torch.autocast(device.type, dtype):` around
     /// every forward and loss, in bf16 (torch.bfloat16) or fp16
     /// (torch.float16, with torch.amp.GradScaler). Steps through autograd.
-    #[arg(long, value_name = "bf16|fp16", value_parser = amp_dtype())]
+    #[arg(long, value_name = "DTYPE", value_parser = amp_dtype())]
     pub amp: Option<AmpDtype>,
 
     /// GradScaler(init_scale=X) of --amp fp16 (default 65536); finite, > 0.
