@@ -172,6 +172,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 optimizer: optimizer.state()?,
                 scheduler: Some((schedule.torch_name().to_string(), scheduler.state())),
                 rng: rng::cpu_state()?,
+                scaler: None, // no GradScaler in this f32 loop
                 rows: data.rows,
                 features: data.features,
                 classes: data.classes,

@@ -12,7 +12,9 @@
 #
 # There: nvidia-smi; the example on cuda against cpu (same starting
 # numbers, loss and update within 1e-5); the CUDA tests; train on digits on
-# cuda; the cuda:N out-of-range message; bench's CUDA rows (PyTorch 2.11
+# cuda; train on cuda against PyTorch's train on the same card in f32,
+# bf16 and fp16 (scripts/reference.py, largest difference and whether
+# bit-equal); the cuda:N out-of-range message; bench's CUDA rows (PyTorch 2.11
 # on the same GPU, in the same run, against Rust: the seed's shape,
 # 256x784->10, 4096x1024->1000, 65536x1024->1000, and a GEMM-only row).
 # Our binaries have an rpath to this machine's libtorch; there,
@@ -113,6 +115,35 @@ print(f"cpu: test acc {a['test_accuracy']:.4f} loss {a['test_loss']:.6f}; "
       f"cuda: test acc {b['test_accuracy']:.4f} loss {b['test_loss']:.6f}; "
       f"cuda {gpu['samples_per_second']:.0f} samples/s, cpu {cpu['samples_per_second']:.0f}")
 assert abs(a["test_loss"] - b["test_loss"]) <= 1e-3, "the runs drifted apart"
+PY
+
+section "train on cuda against PyTorch on the same card (f32, bf16, fp16)"
+# The same libtorch release on both sides, so the same kernels: the goal is
+# bit-equal; each row prints the largest difference of any epoch's losses.
+check "train cuda vs pytorch cuda" "$py" - "$bin" <<'PY'
+import json, struct, subprocess, sys
+bin = sys.argv[1]
+base = ["train", "--dataset", "digits", "--epochs", "10", "--batch-size", "64", "--json",
+        "--quiet", "--device", "cuda", "--hidden", "64", "--optimizer", "adam", "--lr", "0.01"]
+bits = lambda v: struct.unpack("<I", struct.pack("<f", v))[0]
+worst_all, unequal = 0.0, []
+for amp in [[], ["--amp", "bf16"], ["--amp", "fp16"]]:
+    args = base + amp
+    ours = json.loads(subprocess.run([bin, *args], check=True, capture_output=True).stdout)
+    theirs = json.loads(subprocess.run([sys.executable, "scripts/reference.py", *args],
+                                       check=True, capture_output=True).stdout)
+    pairs = [(a[k], b[k]) for a, b in zip(ours["epochs"], theirs["epochs"])
+             for k in ("train_loss", "test_loss")]
+    worst = max(abs(x - y) for x, y in pairs)
+    equal = all(bits(x) == bits(y) for x, y in pairs)
+    name = " ".join(amp) or "f32"
+    print(f"{name}: largest loss difference {worst:.3e}, bit-equal: {equal}, "
+          f"skipped steps {ours.get('skipped_steps')} / {theirs.get('skipped_steps')}")
+    worst_all = max(worst_all, worst)
+    if not equal:
+        unequal.append(name)
+print("not bit-equal: " + (", ".join(unequal) or "none"))
+assert worst_all <= 1e-3, "the runs drifted apart"
 PY
 
 section "the default --device auto on a GPU machine"
