@@ -504,7 +504,7 @@ fn run(
         let scaler = scaler.as_ref().map(GradScaler::state).transpose()?;
         state_of(epoch, &model, &standardizer, optimizer, scheduler, scaler, config, data, classes)
     };
-    let (mut steps, mut skipped_steps) = (0, 0);
+    let mut skipped_steps = 0;
     let start = std::time::Instant::now();
     // (Not more: a huge --epochs is the user's to stop, not an allocation.)
     let mut epochs = Vec::with_capacity(config.epochs.min(1 << 16));
@@ -556,7 +556,6 @@ fn run(
             let (loss, stepped) = train_step(step, ddp, opt, &clip, &xb, &yb)?;
             step_losses.push(loss);
             skipped_steps += usize::from(!stepped);
-            steps += 1;
             if let (Some(s), Some(Stepping::PerBatch)) = (&mut scheduler, stepping) {
                 s.step(&mut optimizer, None).map_err(TrainError::Schedule)?; // per batch
             }
@@ -604,6 +603,7 @@ fn run(
         g.barrier()?; // no rank leaves (with rank 0's store) before all are done
     }
     let world_size = ddp.as_ref().map_or(1, |(_, _, w)| *w);
+    let steps = epochs.len() * steps_per_epoch as usize;
 
     let confusion = autocast_if(autocast, || confusion_matrix(&model, &x_test, &y_test, classes))??;
     let state = state_at(config.epochs, &optimizer, &scheduler, &scaler)?;
