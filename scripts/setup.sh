@@ -62,6 +62,24 @@ command -v "$python" >/dev/null 2>&1 || die "Python 3 not found ($python); insta
   || die "$("$python" --version 2>&1) is too old; torch $TORCH_VERSION needs Python >= 3.10"
 
 vpy="$venv/bin/python"
+# The fast path: a venv this script checked in full (torch imported) leaves
+# a stamp with the version and torch's dir; while that version's and the
+# extras' package metadata and libtorch are still there, nothing is asked
+# of Python again (the full check imports torch: 2 s for every run.sh).
+stamp="$venv/.ce-setup-ok"
+installed() { compgen -G "$venv/lib/python3*/site-packages/$1-$2*.dist-info" >/dev/null; }
+if [[ -f "$stamp" ]] && read -r stamp_version torch_dir <"$stamp" \
+  && [[ "$stamp_version" == "$TORCH_VERSION" && -f "$torch_dir/lib/libtorch_cpu.so" ]] \
+  && installed torch "$TORCH_VERSION"; then
+  fresh=1
+  for pkg in "${EXTRA_PACKAGES[@]}"; do installed "$pkg" "" || fresh=0; done
+  if ((fresh)); then
+    echo "libtorch: $torch_dir"
+    exit 0
+  fi
+fi
+rm -f "$stamp"
+
 installed_version() {
   "$vpy" -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null || true
 }
@@ -90,4 +108,5 @@ done
 
 torch_dir="$("$vpy" -c 'import os, torch; print(os.path.dirname(torch.__file__))')" \
   || die "torch in $venv does not import"
+echo "$TORCH_VERSION $torch_dir" >"$stamp"
 echo "libtorch: $torch_dir"

@@ -60,9 +60,11 @@ results="$ce_root/target/test-results.log" # cargo test's "test result:" lines
 passed=0 failed=0
 if command -v cargo-nextest >/dev/null 2>&1; then
   echo "== cargo nextest run --release (and cargo test --release --doc)" >&2
-  cargo nextest run --release --no-fail-fast --no-tests=warn "$@" 2>&1 | tee "$log" || status=1
-  passed=$(sed -n 's/.* tests\? run: \([0-9]*\) passed.*/\1/p' "$log" | tail -1)
-  failed=$(sed -n 's/.* tests\? run: .* \([0-9]*\) failed.*/\1/p' "$log" | tail -1)
+  # Its own log, kept: each test's time is in it (`PASS [ 12.3s]`).
+  nextest_log="$ce_root/target/nextest-output.log"
+  cargo nextest run --release --no-fail-fast --no-tests=warn "$@" 2>&1 | tee "$nextest_log" || status=1
+  passed=$(sed -n 's/.* tests\? run: \([0-9]*\) passed.*/\1/p' "$nextest_log" | tail -1)
+  failed=$(sed -n 's/.* tests\? run: .* \([0-9]*\) failed.*/\1/p' "$nextest_log" | tail -1)
   if [[ $# -eq 0 ]]; then
     cargo test --release --doc 2>&1 | tee "$log" || status=1
     grep '^test result:' "$log" >>"$results" || true

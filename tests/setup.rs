@@ -58,6 +58,11 @@ fn another_torch_in_the_venv_is_one_line() {
     std::fs::write(&fake, "#!/bin/sh\ncase \"$*\" in *version*) echo 2.5.0;; esac\nexit 0\n")
         .unwrap();
     Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
+    // A stamp from a venv that once held the right torch (setup.sh's fast
+    // path) must not hide the torch it holds now: no torch-2.13.0 metadata.
+    let torch_dir = Path::new(env!("CE_LIBTORCH_LIB")).parent().unwrap();
+    std::fs::write(dir.join(".venv/.ce-setup-ok"), format!("2.13.0 {}\n", torch_dir.display()))
+        .unwrap();
     let out = setup(&[], &dir.join("scripts/setup.sh"));
     one_error_line(&out, "found torch 2.5.0 in");
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs torch 2.13.0"));
