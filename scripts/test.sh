@@ -25,6 +25,21 @@ cd "$ce_root"
 if [[ -d /usr/lib/ccache && ":$PATH:" != *:/usr/lib/ccache:* ]]; then
   export PATH="/usr/lib/ccache:$PATH"
 fi
+# The tests' Python (CE_PYTHON, see tests/common) through a fork server
+# that imports torch once (scripts/pyfork-server.py): each PyTorch
+# reference then starts in milliseconds, not 2 s of CPU. Not where the
+# caller chose a Python (CE_PYTHON) or CE_PYFORK=0. The README walk runs
+# the pages' own `.venv/bin/python` commands as written, without it.
+pyfork_python="$ce_root/$ce_venv/bin/python"
+if [[ -z "${CE_PYTHON:-}" && "${CE_PYFORK:-1}" != 0 && -x "$pyfork_python" ]]; then
+  export CE_PYFORK_PYTHON="$pyfork_python"
+  CE_PYFORK_SOCKET="$(mktemp -u "${TMPDIR:-/tmp}/ce-pyfork-XXXXXX.sock")"
+  export CE_PYFORK_SOCKET
+  "$pyfork_python" "$ce_root/scripts/pyfork-server.py" "$CE_PYFORK_SOCKET" &
+  pyfork_pid=$!
+  trap 'kill "$pyfork_pid" 2>/dev/null; rm -f "$CE_PYFORK_SOCKET"' EXIT
+  export CE_PYTHON="$ce_root/scripts/pyfork-python"
+fi
 if [[ "$ce_manifest" != "$ce_root/Cargo.toml" ]]; then
   # Another libtorch release (CE_LIBTORCH, see setup.sh): the same sources
   # built against it, and the tests that compare with that release's
@@ -32,8 +47,9 @@ if [[ "$ce_manifest" != "$ce_root/Cargo.toml" ]]; then
   # build's, which the full run covers). More with ARGS, e.g.
   # `CE_LIBTORCH=2.11 scripts/test.sh --test train --test examples`.
   echo "== cargo test --release for libtorch $ce_torch (tch $ce_tch)" >&2
-  exec cargo test --release --manifest-path "$ce_manifest" \
+  cargo test --release --manifest-path "$ce_manifest" \
     --test parity --test cli --test rng --test link "$@"
+  exit
 fi
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
@@ -78,7 +94,9 @@ fi
 # scripts/setup.sh's table), so that it cannot rot: its parity, CLI,
 # generator and link tests against PyTorch 2.11.
 if ((all_libtorch)) && [[ $# -eq 0 && -z "${CE_LIBTORCH:-}" && -z "${LIBTORCH:-}" ]]; then
-  CE_LIBTORCH=2.11 bash "$ce_root/scripts/test.sh" 2>&1 | tee "$log" || status=1
+  # Its own fork server, for its own venv's torch.
+  CE_LIBTORCH=2.11 env -u CE_PYTHON -u CE_PYFORK_SOCKET -u CE_PYFORK_PYTHON \
+    bash "$ce_root/scripts/test.sh" 2>&1 | tee "$log" || status=1
   grep '^test result:' "$log" >>"$results" || true
 fi
 while read -r p f; do

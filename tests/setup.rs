@@ -4,7 +4,7 @@
 mod common;
 
 use common::root;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn setup(env: &[(&str, &str)], script: &Path) -> Output {
@@ -84,4 +84,94 @@ fn setup_is_idempotent() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("installing"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("libtorch: ") && stdout.contains("site-packages/torch"), "{stdout}");
+}
+
+/// scripts/pyfork-python (the tests' Python under scripts/test.sh, through
+/// its fork server) against the Python it stands for, on what a run can
+/// tell: argv, working directory, environment, stdin, both outputs, the
+/// thread count OMP_NUM_THREADS asks for, the exit status, an uncaught
+/// exception and the signal that ends it. Without a server it is that
+/// Python itself, and the two must agree all the same.
+#[test]
+fn the_fork_servers_python_is_the_plain_python() {
+    let Some(python) = common::reference_python() else {
+        return;
+    };
+    let real = std::env::var_os("CE_PYFORK_PYTHON").map_or(python.clone(), PathBuf::from);
+    let client = root().join("scripts/pyfork-python");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyfork");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = r#"
+import os, sys, torch
+seed = torch.initial_seed()
+print(sys.argv, os.getcwd(), os.environ.get("CE_PROBE"), sys.path[0] == "", __name__)
+print(sys.stdin.read().upper(), torch.get_num_threads(), torch.manual_seed(5) and torch.rand(2).tolist())
+print("seed", seed, file=sys.stderr)
+print("to stderr", file=sys.stderr)
+if sys.argv[1] == "raise":
+    raise ValueError("uncaught")
+if sys.argv[1] == "term":
+    os.kill(os.getpid(), 15)
+sys.exit(int(sys.argv[1]))
+"#;
+    let run = |program: &Path, arg: &str, threads: Option<&str>, unbuffered: bool| -> Output {
+        use std::io::Write;
+        let mut cmd = Command::new(program);
+        cmd.args(["-c", script, arg, "x y"]).current_dir(&dir).env("CE_PROBE", "seen");
+        cmd.env("CE_PYFORK_PYTHON", &real);
+        match threads {
+            Some(n) => cmd.env("OMP_NUM_THREADS", n),
+            None => cmd.env_remove("OMP_NUM_THREADS"),
+        };
+        match unbuffered {
+            true => cmd.env("PYTHONUNBUFFERED", "1"),
+            false => cmd.env_remove("PYTHONUNBUFFERED"),
+        };
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"piped in").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let mut seeds = std::collections::BTreeSet::new();
+    // A run killed by a signal keeps what it printed only unbuffered.
+    let cases = [
+        ("0", None, false),
+        ("3", Some("1"), true),
+        ("raise", None, false),
+        ("term", Some("2"), false),
+        ("term", None, true),
+    ];
+    for (arg, threads, unbuffered) in cases {
+        let (plain, forked) =
+            (run(&real, arg, threads, unbuffered), run(&client, arg, threads, unbuffered));
+        let what = format!(
+            "python -c SCRIPT {arg} (OMP_NUM_THREADS {threads:?}, PYTHONUNBUFFERED {unbuffered})"
+        );
+        assert_eq!(forked.status.code(), plain.status.code(), "{what}: status");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(forked.status.signal(), plain.status.signal(), "{what}: signal");
+        assert_eq!(
+            String::from_utf8_lossy(&forked.stdout),
+            String::from_utf8_lossy(&plain.stdout),
+            "{what}: stdout"
+        );
+        // Each run draws its own seed, as a fresh import does.
+        let seed = |o: &Output| {
+            let text = String::from_utf8_lossy(&o.stderr).to_string();
+            text.lines().find(|l| l.starts_with("seed ")).map(str::to_string)
+        };
+        assert!(seed(&forked).is_some(), "{what}: no seed line");
+        assert!(seeds.insert(seed(&forked)), "{what}: a seed seen before");
+        // The traceback's last line and the rest of stderr (the lines that
+        // name the file differ: the server's frame is one more).
+        let last =
+            |o: &Output| String::from_utf8_lossy(&o.stderr).lines().last().map(str::to_string);
+        assert_eq!(last(&forked), last(&plain), "{what}: stderr");
+        let printed = String::from_utf8_lossy(&plain.stdout).contains("PIPED IN");
+        assert_eq!(printed, arg != "term" || unbuffered, "{what}: what stdout kept");
+    }
 }
