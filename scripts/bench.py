@@ -72,9 +72,10 @@ def main():
     p.add_argument("--quick", action="store_true", help="1 rep, seed shape only")
     p.add_argument("--cuda-only", action="store_true",
                    help="the CUDA rows only (the GPU check), no CPU, optimizer or train rows")
-    p.add_argument("--only", choices=["steps", "optimizers", "train", "ddp"],
+    p.add_argument("--only", choices=["steps", "optimizers", "train", "ddp", "amp"],
                    help="one group of rows: the step at each shape, the optimizers, "
-                        "mini-batch training, or data-parallel training (DDP)")
+                        "mini-batch training, data-parallel training (DDP), or mixed "
+                        "precision (autocast) against f32")
     args = p.parse_args()
     import torch
 
@@ -137,6 +138,8 @@ def main():
         cells = [r[0], str(r[1]), r[2], f"{r[3]:.1f}", f"{r[4]:.1f}", f"{r[5]:.2f}",
                  f"{r[6]:.0f}", f"{r[7]:.0f}", r[8]]
         print("  ".join(c.ljust(w) for c, w in zip(cells, widths)))
+    if args.only in (None, "amp"):
+        amp_rows(reps, devices, args.quick)
     if not args.cuda_only:
         if args.only in (None, "optimizers"):
             optimizer_rows(reps)
@@ -149,6 +152,75 @@ def main():
     for name, (manual, autograd, gemm) in ratios.items():
         extra = f"; rust step / its GEMMs alone: {gemm:.2f}" if gemm == gemm else ""
         print(f"ratio pytorch/rust {name}: {manual:.2f} (manual backward; autograd: {autograd:.2f}{extra})")
+
+
+# Dense bf16 (= fp16) tensor-core peak, TFLOP/s, from NVIDIA's data sheets,
+# by the start of torch.cuda.get_device_name(); CE_BF16_PEAK_TFLOPS overrides.
+BF16_PEAK_TFLOPS = [("NVIDIA H200", 989.4), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H100", 989.4),
+                    ("NVIDIA A100", 312.0), ("NVIDIA L40S", 362.1), ("NVIDIA L4", 121.0)]
+
+
+def bf16_peak(device_name):
+    if os.environ.get("CE_BF16_PEAK_TFLOPS"):
+        return float(os.environ["CE_BF16_PEAK_TFLOPS"])
+    return next((peak for prefix, peak in BF16_PEAK_TFLOPS if device_name.startswith(prefix)), None)
+
+
+def amp_rows(reps, devices, quick):
+    """Mixed precision: the step under autocast (bf16; fp16 with its
+    GradScaler) against the f32 step, ours and PyTorch's in the same run, at
+    the two large shapes (the CPU: 4096x1024->1000 only, one thread and the
+    default). On CUDA also the step's two GEMMs alone in bf16, and each as a
+    share of the card's bf16 peak: a step is 4*n*d*c FLOPs in its two GEMMs
+    (forward x W^T and the weight gradient; the input needs no gradient)."""
+    import torch
+
+    for device in devices:
+        if device == "cpu":
+            shapes = [("4096x1024->1000", 4096, 1024, 1000, 6, 1)]
+            thread_counts = [1] if quick else [1, torch.get_num_threads()]
+            dtypes = ["bf16"]  # fp16 autocast on the CPU is slow in PyTorch and here alike
+            peak = None
+        else:
+            shapes = [("4096x1024->1000", 4096, 1024, 1000, 50, 5),
+                      ("65536x1024->1000", 65536, 1024, 1000, 20, 3)]
+            thread_counts = [None]
+            dtypes = ["bf16", "fp16"]
+            name = torch.cuda.get_device_name(0)
+            peak = bf16_peak(name)
+            print(f"amp on {name}: bf16 peak "
+                  + (f"{peak:.1f} TFLOP/s" if peak else "unknown (set CE_BF16_PEAK_TFLOPS)"))
+        for shape, n, d, c, steps, warmup in (shapes[:1] if quick else shapes):
+            for threads in thread_counts:
+                sa = shape_args(n, d, c, steps, warmup, threads, device)
+                impls = {"pytorch f32": REFERENCE + ["bench"] + sa, "rust f32": [RUST, "bench"] + sa}
+                for dt in dtypes:
+                    impls[f"pytorch {dt}"] = REFERENCE + ["bench", "--amp", dt] + sa
+                    impls[f"rust {dt}"] = [RUST, "bench", "--amp", dt] + sa
+                if device != "cpu":
+                    impls["gemms bf16"] = [RUST, "bench", "--gemm-only", "--amp", "bf16"] + sa
+                results = {k: [] for k in impls}
+                for _ in range(reps):
+                    for k, cmd in impls.items():
+                        results[k].append(measure(cmd))
+                med = {k: statistics.median(r[0]["us_per_step"] for r in v)
+                       for k, v in results.items()}
+                bits = {k: f32_bits(v[0][0]["final_loss"]) for k, v in results.items()}
+                flops = 4 * n * d * c
+                where = f"{shape} {device}" + (f", {threads} thread(s)" if threads else "")
+                print(f"amp at {where} (us/step; ratio = PyTorch's time / ours):")
+                for k in impls:
+                    line = f"  {k:12} {med[k]:12.1f}"
+                    who, _, dt = k.partition(" ")
+                    if who == "rust":
+                        line += f"  ratio {med['pytorch ' + dt] / med[k]:.2f}"
+                        if device == "cpu":
+                            line += "  bit-equal " + ("yes" if bits[k] == bits["pytorch " + dt] else "NO")
+                    if dt != "f32" and who != "gemms":
+                        line += f"  {med[who + ' f32'] / med[k]:.2f}x the f32 step"
+                    if peak:
+                        line += f"  {flops / (med[k] * 1e-6) / (peak * 1e12):.1%} of bf16 peak"
+                    print(line)
 
 
 def optimizer_rows(reps):

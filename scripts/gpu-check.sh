@@ -16,7 +16,9 @@
 # bf16 and fp16 (scripts/reference.py, largest difference and whether
 # bit-equal); the cuda:N out-of-range message; bench's CUDA rows (PyTorch 2.11
 # on the same GPU, in the same run, against Rust: the seed's shape,
-# 256x784->10, 4096x1024->1000, 65536x1024->1000, and a GEMM-only row).
+# 256x784->10, 4096x1024->1000, 65536x1024->1000, and a GEMM-only row;
+# and the amp rows: bf16 and fp16 autocast against f32, ours and PyTorch's,
+# at the last two shapes, with the share of the card's bf16 peak).
 # Our binaries have an rpath to this machine's libtorch; there,
 # LD_LIBRARY_PATH (searched first: the rpath is a RUNPATH) points them at
 # the same release's libtorch of that machine's torch.

@@ -1419,6 +1419,7 @@ def bench_parser():
     example_flags(p)
     p.add_argument("--warmup", type=whole(64, signed=False), default=100)
     p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="sgd")
+    p.add_argument("--amp", choices=list(AMP_DTYPES), default=None)
     return p
 
 
@@ -1433,12 +1434,26 @@ def bench_main(args):
     if args.optimizer != "sgd":  # torch.optim's defaults but the lr
         optimizer = OPTIMIZERS[args.optimizer][0](model.parameters(), lr=args.lr)
 
+    # --amp: torch.autocast around forward and loss (and the final loss);
+    # fp16 with a default GradScaler, as `train --amp` has it.
+    autocast = contextlib.nullcontext
+    if args.amp:
+        def autocast():
+            return torch.autocast(device.type, dtype=AMP_DTYPES[args.amp])
+    scaler = torch.amp.GradScaler(device.type) if args.amp == "fp16" else None
+
     def step():
-        outputs = model(inputs)
-        loss = loss_fn(outputs, targets)
+        with autocast():
+            outputs = model(inputs)
+            loss = loss_fn(outputs, targets)
         optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
 
     def sync():
         if device.type == "cuda":
@@ -1452,9 +1467,9 @@ def bench_main(args):
         step()
     sync()
     seconds = time.perf_counter() - start
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
         final_loss = loss_fn(model(inputs), targets).item()
-    doc = {"implementation": "pytorch", "optimizer": type(optimizer).__name__,
+    doc = {"implementation": "pytorch", "optimizer": type(optimizer).__name__, "amp": args.amp,
            "device": device_name(device),
            "threads": torch.get_num_threads(), "batch_size": args.batch_size,
            "features": args.features, "classes": args.classes,

@@ -227,3 +227,45 @@ fn bench_final_loss_equals_pytorchs() {
         }
     }
 }
+
+/// `bench --amp`: the step under `torch.autocast("cpu", dtype)` (fp16 with
+/// a default GradScaler) is PyTorch's `reference.py bench --amp` bit for
+/// bit, with SGD and Adam; and differs from the f32 step, so that an amp
+/// flag that did nothing would fail here.
+#[test]
+fn bench_with_amp_equals_pytorchs_autocast() {
+    let Some(python) = reference_python() else { return };
+    let loss = |v: &Value| -> f32 { v["final_loss"].to_string().parse().unwrap() };
+    let base = "bench --json --device cpu --threads 1 --steps 100 --warmup 5 --batch-size 64 \
+                --features 32 --classes 10";
+    for optimizer in ["sgd", "adam"] {
+        let f32_args: Vec<String> = format!("{base} --optimizer {optimizer}")
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        let f32_args: Vec<&str> = f32_args.iter().map(String::as_str).collect();
+        let f32_run: Value = serde_json::from_slice(&run_bin(&f32_args).stdout).unwrap();
+        for dtype in ["bf16", "fp16"] {
+            let mut args = f32_args.clone();
+            args.extend(["--amp", dtype]);
+            let torch: Value =
+                serde_json::from_slice(&run_reference(&python, &args).stdout).unwrap();
+            let out = run_bin(&args);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let rust: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let what = format!("{optimizer} {dtype}");
+            assert_eq!(rust["amp"], dtype, "{what}");
+            assert_eq!(torch["amp"], dtype, "{what}");
+            let (a, b) = (loss(&rust), loss(&torch));
+            assert_eq!(a.to_bits(), b.to_bits(), "{what}: rust {a}, pytorch {b}");
+            assert_ne!(a.to_bits(), loss(&f32_run).to_bits(), "{what}: the same as f32");
+        }
+    }
+    // The manual backward is the f32 step: asked for with --amp, refused.
+    let out = run_bin(&["bench", "--device", "cpu", "--amp", "bf16", "--backward", "manual"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: --amp bf16 steps through autograd; --backward manual is the f32 step"
+    );
+}

@@ -626,6 +626,10 @@ fn the_guides_error_table_is_verbatim() {
             "`--amp bf16 --init-scale 4`" => {
                 vec![(iris(&["--amp", "bf16", "--init-scale", "4"]), vec![])]
             }
+            "`bench --amp bf16 --backward manual`" => {
+                let args = ["bench", "--device", "cpu", "--amp", "bf16", "--backward", "manual"];
+                vec![(args.to_vec(), vec![])]
+            }
             "`--plot no/such/dir/p.svg`" => vec![(iris(&["--plot", "no/such/dir/p.svg"]), vec![])],
             "`--lr 1e38`" => vec![(iris(&["--lr", "1e38"]), vec![])],
             _ => return None,

@@ -74,6 +74,13 @@ pub struct BenchArgs {
     /// sgd (the example's) or this crate's exact adam, adamw, rmsprop.
     #[arg(long, default_value_t = OptimizerKind::Sgd, value_parser = optimizer_kind())]
     pub optimizer: OptimizerKind,
+
+    /// Mixed precision, as `train --amp`: the forward and loss under
+    /// `torch.autocast(device.type, dtype)`, fp16 with torch.amp.GradScaler's
+    /// defaults; with --gemm-only, the two matrix multiplies in that dtype.
+    /// Needs --backward autograd.
+    #[arg(long, value_name = "DTYPE", value_parser = amp_dtype())]
+    pub amp: Option<AmpDtype>,
 }
 
 /// Flags every command has.

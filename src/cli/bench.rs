@@ -3,6 +3,7 @@
 
 use super::report::BenchResult;
 use anyhow::Result;
+use cross_entropy_tch::amp::{self, AmpDtype, GradScaler, GradScalerConfig};
 use cross_entropy_tch::example::{ExampleConfig, ExampleSetup};
 use cross_entropy_tch::loss::cross_entropy;
 use cross_entropy_tch::optim::{Optimizer, OptimizerConfig, OptimizerKind};
@@ -14,11 +15,16 @@ use tch::{Device, Kind, Tensor};
 /// Runs `warmup + steps` example steps (forward, loss, zero_grad, backward,
 /// step) on one batch, timing the last `steps`, from the example's
 /// initialization (`config.seed`, CPU draws, then moved to `device`).
+/// With `amp`, the forward and the loss run under autocast (the final loss
+/// too), and fp16 steps through a GradScaler with PyTorch's defaults, as
+/// `train --amp` does; the manual backward is f32 only (the CLI refuses
+/// the mix before this runs).
 pub fn bench_example_step(
     config: &ExampleConfig,
     warmup: usize,
     backward: Backward,
     kind: OptimizerKind,
+    amp: Option<AmpDtype>,
     device: Device,
 ) -> Result<BenchResult> {
     let &ExampleConfig { steps, lr, .. } = config;
@@ -29,18 +35,44 @@ pub fn bench_example_step(
         OptimizerKind::Sgd => Optimizer::Tch(sgd, lr),
         _ => Optimizer::build(&vs, &OptimizerConfig { lr, ..OptimizerConfig::new(kind) })?,
     };
+    // scaler = torch.amp.GradScaler(device.type), for fp16.
+    let mut scaler = match amp {
+        Some(dtype) if dtype.needs_scaler() => {
+            Some(GradScaler::new(device, GradScalerConfig::default())?)
+        }
+        _ => None,
+    };
+    let params = vs.trainable_variables();
+    // outputs = model(inputs); loss = loss_fn(outputs, targets), under
+    // `with torch.autocast(device.type, dtype):` where there is one.
+    let forward = || -> Result<Tensor> {
+        let loss = || cross_entropy(&model.forward(&inputs), &targets);
+        Ok(match amp {
+            Some(dtype) => amp::autocast(device, dtype, loss)?,
+            None => loss(),
+        })
+    };
     let manual = ManualStep::new(&model)?;
     let mut step = || -> Result<()> {
         match backward {
             Backward::Autograd => {
-                let outputs = model.forward(&inputs);
-                let loss = cross_entropy(&outputs, &targets);
+                let loss = forward()?;
                 optimizer.zero_grad();
-                loss.backward();
+                match &scaler {
+                    Some(s) => s.scale(&loss)?.f_backward()?,
+                    None => loss.f_backward()?,
+                }
             }
             Backward::Manual => manual.gradients(&model, &inputs, &targets),
         }
-        optimizer.step()?;
+        match &mut scaler {
+            // scaler.step(optimizer); scaler.update()
+            Some(s) => {
+                s.step(&mut optimizer, &params)?;
+                s.update()?;
+            }
+            None => optimizer.step()?,
+        }
         Ok(())
     };
     let mut failed = None;
@@ -53,11 +85,11 @@ pub fn bench_example_step(
         return Err(e);
     }
     let final_loss =
-        tch::no_grad(|| cross_entropy(&model.forward(&inputs), &targets).f_double_value(&[]))?
-            as f32;
+        tch::no_grad(|| -> Result<f64> { Ok(forward()?.f_double_value(&[])?) })? as f32;
     let mut result =
         BenchResult::new("tch", config, warmup, backward, device, us_per_step, final_loss);
     result.optimizer = kind.torch_name();
+    result.amp = amp.map(AmpDtype::name);
     Ok(result)
 }
 
@@ -70,19 +102,32 @@ fn sync(device: Device) {
 /// Times only the two matrix multiplies of a step at this shape (forward
 /// `x W^T` and the weight gradient `g^T x`), for comparing the whole step
 /// with libtorch's GEMM throughput. `final_loss` is 0.
-pub fn bench_gemms(config: &ExampleConfig, warmup: usize, device: Device) -> Result<BenchResult> {
+/// With `amp`, the three operands are in that dtype (what autocast hands the
+/// matrix multiplies), for comparing with the card's bf16/fp16 peak.
+pub fn bench_gemms(
+    config: &ExampleConfig,
+    warmup: usize,
+    amp: Option<AmpDtype>,
+    device: Device,
+) -> Result<BenchResult> {
     let &ExampleConfig { seed, batch_size, features, classes, steps, .. } = config;
     tch::manual_seed(seed);
-    let opts = (Kind::Float, device);
-    let x = Tensor::f_randn([batch_size, features], opts)?;
-    let w = Tensor::f_randn([classes, features], opts)?;
-    let g = Tensor::f_randn([batch_size, classes], opts)?;
+    let kind = amp.map_or(Kind::Float, AmpDtype::kind);
+    let draw = |shape: [i64; 2]| -> Result<Tensor> {
+        Ok(Tensor::f_randn(shape, (Kind::Float, device))?.f_to_kind(kind)?)
+    };
+    let x = draw([batch_size, features])?;
+    let w = draw([classes, features])?;
+    let g = draw([batch_size, classes])?;
     let step = || {
         let _ = x.mm(&w.tr());
         let _ = g.tr().mm(&x);
     };
     let us_per_step = time_loop(warmup, steps, device, step);
-    Ok(BenchResult::new("tch-gemms", config, warmup, Backward::Manual, device, us_per_step, 0.0))
+    let mut result =
+        BenchResult::new("tch-gemms", config, warmup, Backward::Manual, device, us_per_step, 0.0);
+    result.amp = amp.map(AmpDtype::name);
+    Ok(result)
 }
 
 impl BenchResult {
@@ -106,6 +151,7 @@ impl BenchResult {
             steps: config.steps,
             backward,
             optimizer: "SGD",
+            amp: None,
             us_per_step,
             final_loss,
         }

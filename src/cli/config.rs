@@ -3,7 +3,7 @@
 //! flag names added to the library's errors. A refusal here is a
 //! [`UsageError`] (exit status 2).
 
-use super::args::{CommonArgs, DataArgs, ExampleArgs, TrainArgs, SCHEDULERS};
+use super::args::{BenchArgs, CommonArgs, DataArgs, ExampleArgs, TrainArgs, SCHEDULERS};
 use anyhow::Result;
 use cross_entropy_tch::amp::{AmpDtype, GradScalerConfig};
 use cross_entropy_tch::checkpoint::Checkpoint;
@@ -11,6 +11,7 @@ use cross_entropy_tch::data::Dataset;
 use cross_entropy_tch::optim::{OptimizerConfig, OptimizerKind};
 use cross_entropy_tch::resume;
 use cross_entropy_tch::schedule::SchedulerConfig;
+use cross_entropy_tch::step::Backward;
 use cross_entropy_tch::training::{self, TrainError, TrainState};
 use cross_entropy_tch::{ExampleConfig, TrainConfig};
 use std::fmt;
@@ -89,6 +90,19 @@ impl ExampleArgs {
             lr: self.lr,
             steps: self.steps,
         })
+    }
+}
+
+impl BenchArgs {
+    /// The example's config, once the flags are known to go together.
+    pub fn bench_config(&self) -> Result<ExampleConfig> {
+        if let (Some(dtype), Backward::Manual, false) = (self.amp, self.backward, self.gemm_only) {
+            return Err(UsageError::msg(format!(
+                "--amp {} steps through autograd; --backward manual is the f32 step",
+                dtype.name()
+            )));
+        }
+        self.example.config()
     }
 }
 

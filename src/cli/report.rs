@@ -167,6 +167,8 @@ pub struct BenchResult {
     pub backward: Backward,
     /// `torch.optim`'s class the step used.
     pub optimizer: &'static str,
+    /// The autocast dtype (bf16, fp16), null for f32.
+    pub amp: Option<&'static str>,
     /// Wall time of the timed steps (warm-up excluded), per step.
     pub us_per_step: f64,
     /// The loss on the batch after the last step (one extra forward, not

@@ -200,12 +200,19 @@ fn run_eval(args: &EvalArgs) -> Result<()> {
 }
 
 fn run_bench(args: &BenchArgs) -> Result<()> {
-    let config = args.example.config()?;
+    let config = args.bench_config()?;
     let device = args.example.common.apply()?;
     let result = if args.gemm_only {
-        bench::bench_gemms(&config, args.warmup, device)?
+        bench::bench_gemms(&config, args.warmup, args.amp, device)?
     } else {
-        bench::bench_example_step(&config, args.warmup, args.backward, args.optimizer, device)?
+        bench::bench_example_step(
+            &config,
+            args.warmup,
+            args.backward,
+            args.optimizer,
+            args.amp,
+            device,
+        )?
     };
     if args.example.common.json {
         print_json(&result)

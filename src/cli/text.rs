@@ -267,9 +267,10 @@ pub fn eval_summary(run: &EvalRun) -> String {
 /// `bench`'s line: what was timed and how long a step took.
 pub fn bench_line(r: &BenchResult) -> String {
     format!(
-        "{} steps ({:?} backward) of ({}, {} -> {}) on {} with {} thread(s): {:.2} us/step; loss after: {}",
+        "{} steps ({:?} backward{}) of ({}, {} -> {}) on {} with {} thread(s): {:.2} us/step; loss after: {}",
         r.steps,
         r.backward,
+        r.amp.map(|dtype| format!(", {dtype} autocast")).unwrap_or_default(),
         r.batch_size,
         r.features,
         r.classes,
