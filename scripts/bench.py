@@ -58,6 +58,20 @@ def measure(cmd, env=None):
     return json.loads(out), wall, usage.ru_maxrss / 1024
 
 
+def interleaved(impls, reps, env_of=lambda name: None):
+    """Runs each of `impls` (name -> command) `reps` times, one after the
+    other in turn; returns every run's (JSON, wall, RSS) by name, the median
+    us/step by name, and the first run's final loss as f32 bits by name (the
+    same on the CPU, where the runs are bit-equal)."""
+    results = {k: [] for k in impls}
+    for _ in range(reps):
+        for k, cmd in impls.items():
+            results[k].append(measure(cmd, env_of(k)))
+    med = {k: statistics.median(r[0]["us_per_step"] for r in v) for k, v in results.items()}
+    bits = {k: f32_bits(v[0][0]["final_loss"]) for k, v in results.items()}
+    return results, med, bits
+
+
 def shape_args(n, d, c, steps, warmup, threads, device):
     a = ["--batch-size", str(n), "--features", str(d), "--classes", str(c),
          "--steps", str(steps), "--warmup", str(warmup), "--device", device, "--json"]
@@ -107,16 +121,10 @@ def main():
                     impls["candle"] = [CANDLE, str(n), str(d), str(c), str(steps), str(warmup)]
                 if n * d >= 4096 * 1024:
                     impls["gemms only"] = [RUST, "bench", "--gemm-only"] + sa
-                results = {k: [] for k in impls}
-                for _ in range(reps):
-                    for k, cmd in impls.items():
-                        # candle's CPU matmuls use their own thread pool.
-                        env = {"RAYON_NUM_THREADS": "1"} if k == "candle" else None
-                        results[k].append(measure(cmd, env))
-                med = {k: statistics.median(r[0]["us_per_step"] for r in v) for k, v in results.items()}
+                # candle's CPU matmuls use their own thread pool.
+                results, med, bits = interleaved(
+                    impls, reps, lambda k: {"RAYON_NUM_THREADS": "1"} if k == "candle" else None)
                 rss = {k: max(r[2] for r in v) for k, v in results.items()}
-                # The loss after the last step, as f32 bits: the same on the CPU.
-                bits = {k: f32_bits(v[0][0]["final_loss"]) for k, v in results.items()}
                 exact = bits["rust autograd"] == bits["pytorch"] == bits["rust manual"]
                 for k in impls:
                     if k == "pytorch":
@@ -199,13 +207,7 @@ def amp_rows(reps, devices, quick):
                     impls[f"rust {dt}"] = [RUST, "bench", "--amp", dt] + sa
                 if device != "cpu":
                     impls["gemms bf16"] = [RUST, "bench", "--gemm-only", "--amp", "bf16"] + sa
-                results = {k: [] for k in impls}
-                for _ in range(reps):
-                    for k, cmd in impls.items():
-                        results[k].append(measure(cmd))
-                med = {k: statistics.median(r[0]["us_per_step"] for r in v)
-                       for k, v in results.items()}
-                bits = {k: f32_bits(v[0][0]["final_loss"]) for k, v in results.items()}
+                _, med, bits = interleaved(impls, reps)
                 flops = 4 * n * d * c
                 where = f"{shape} {device}" + (f", {threads} thread(s)" if threads else "")
                 print(f"amp at {where} (us/step; ratio = PyTorch's time / ours):")
@@ -233,12 +235,7 @@ def optimizer_rows(reps):
         impls[f"pytorch {opt}"] = REFERENCE + ["bench", "--optimizer", opt] + sa
         impls[f"rust {opt}"] = [RUST, "bench", "--optimizer", opt] + sa
         impls[f"rust {opt} manual"] = [RUST, "bench", "--backward", "manual", "--optimizer", opt] + sa
-    results = {k: [] for k in impls}
-    for _ in range(reps):
-        for k, cmd in impls.items():
-            results[k].append(measure(cmd))
-    med = {k: statistics.median(r[0]["us_per_step"] for r in v) for k, v in results.items()}
-    bits = {k: f32_bits(v[0][0]["final_loss"]) for k, v in results.items()}
+    _, med, bits = interleaved(impls, reps)
     print("optimizers at 10x10->3, 1 thread (us/step):")
     for opt in ["sgd", "adam"]:
         exact = bits[f"rust {opt}"] == bits[f"pytorch {opt}"] == bits[f"rust {opt} manual"]

@@ -184,6 +184,18 @@ pub fn autocast<T>(device: Device, dtype: AmpDtype, f: impl FnOnce() -> T) -> Re
     Ok(f())
 }
 
+/// `with torch.autocast(device.type, dtype): f()` where a run has a region
+/// (`Some((device, dtype))`), plain `f()` where it runs in f32 (`None`).
+pub fn autocast_if<T>(
+    region: Option<(Device, AmpDtype)>,
+    f: impl FnOnce() -> T,
+) -> Result<T, AmpError> {
+    match region {
+        Some((device, dtype)) => autocast(device, dtype, f),
+        None => Ok(f()),
+    }
+}
+
 /// `torch.is_autocast_enabled(device_type)` on this thread.
 pub fn is_enabled(device: Device) -> bool {
     // SAFETY: reads a thread-local flag.

@@ -1,7 +1,7 @@
 //! Training a classifier on real data: the example's model, loss and optimizer
 //! in an epoch loop (`train`), and evaluating a saved model (`eval`).
 
-use crate::amp::{self, AmpDtype, AmpError, GradScaler, GradScalerConfig, GradScalerState};
+use crate::amp::{autocast_if, AmpDtype, AmpError, GradScaler, GradScalerConfig, GradScalerState};
 use crate::checkpoint::Checkpoint;
 use crate::data::{split, Dataset, SplitError, Standardizer};
 use crate::distributed::{self, DistributedDataParallel, DistributedError, ProcessGroup};
@@ -844,17 +844,6 @@ fn train_step(
 /// (device, dtype) of a run with `amp`.
 type Eval<'a> =
     (&'a Classifier, &'a CrossEntropyLoss, Option<&'a ManualStep>, Option<(Device, AmpDtype)>);
-
-/// `with torch.autocast(device.type, dtype): f()` in a run with `amp`, else `f()`.
-fn autocast_if<T>(
-    region: Option<(Device, AmpDtype)>,
-    f: impl FnOnce() -> T,
-) -> Result<T, AmpError> {
-    match region {
-        Some((device, dtype)) => amp::autocast(device, dtype, f),
-        None => Ok(f()),
-    }
-}
 
 /// Gradient clipping between `loss.backward()` and `optimizer.step()`.
 struct Clip {

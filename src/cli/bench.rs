@@ -45,12 +45,9 @@ pub fn bench_example_step(
     let params = vs.trainable_variables();
     // outputs = model(inputs); loss = loss_fn(outputs, targets), under
     // `with torch.autocast(device.type, dtype):` where there is one.
+    let region = amp.map(|dtype| (device, dtype));
     let forward = || -> Result<Tensor> {
-        let loss = || cross_entropy(&model.forward(&inputs), &targets);
-        Ok(match amp {
-            Some(dtype) => amp::autocast(device, dtype, loss)?,
-            None => loss(),
-        })
+        Ok(amp::autocast_if(region, || cross_entropy(&model.forward(&inputs), &targets))?)
     };
     let manual = ManualStep::new(&model)?;
     let mut step = || -> Result<()> {
