@@ -731,6 +731,30 @@ def evaluate(model, loss_fn, x, y, autocast=contextlib.nullcontext):
     return loss, correct / len(y)
 
 
+def evaluate_ddp(model, loss_fn, x, y, rank, world, autocast=contextlib.nullcontext):
+    """evaluate() on one rank of a DDP job, as a DDP script evaluates: the
+    rank's rows x[rank::world] (no padding: no row twice), the sum of their
+    losses, of their class weights (the mean's denominator) and of their
+    correct predictions, summed over the ranks by one all_reduce in float64."""
+    import torch.distributed as dist
+    xs, ys = x[rank::world], y[rank::world]
+    sum_fn = nn.CrossEntropyLoss(weight=loss_fn.weight, label_smoothing=loss_fn.label_smoothing,
+                                 reduction="sum")
+    model.eval()
+    with torch.no_grad(), autocast():
+        logits = model(xs)
+        loss = sum_fn(logits, ys).double()
+        if loss_fn.weight is None:
+            denominator = torch.tensor(float(len(ys)), dtype=torch.float64, device=ys.device)
+        else:
+            denominator = loss_fn.weight[ys].double().sum()
+        correct = (logits.argmax(1) == ys).sum().double()
+    totals = torch.stack([loss, denominator, correct]).cpu()
+    dist.all_reduce(totals)
+    loss_sum, denominator, correct = totals.tolist()
+    return f32(loss_sum / denominator), correct / len(y)
+
+
 def confusion(model, x, y, classes, autocast=contextlib.nullcontext):
     with torch.no_grad(), autocast():
         pred = model(x).argmax(1).cpu().tolist()
@@ -1311,8 +1335,14 @@ def train_main(args):
             for k, first in enumerate(range(0, n_train, batch), 1):
                 idx = order[first:first + batch].to(device)
                 step(x_train[idx], y_train[idx], epoch, k)
-        train_loss, train_acc = evaluate(model, loss_fn, x_train, y_train, autocast)
-        test_loss, test_acc = evaluate(model, loss_fn, x_test, y_test, autocast)
+        if ddp:
+            train_loss, train_acc = evaluate_ddp(model, loss_fn, x_train, y_train, rank, world,
+                                                 autocast)
+            test_loss, test_acc = evaluate_ddp(model, loss_fn, x_test, y_test, rank, world,
+                                               autocast)
+        else:
+            train_loss, train_acc = evaluate(model, loss_fn, x_train, y_train, autocast)
+            test_loss, test_acc = evaluate(model, loss_fn, x_test, y_test, autocast)
         if not math.isfinite(train_loss):
             raise Failure(f"training diverged: the train loss is {train_loss} after epoch "
                           f"{epoch} of {args.epochs} (its steps' losses were finite); "

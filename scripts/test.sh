@@ -16,9 +16,18 @@ if [[ "${1:-}" == "--all-libtorch" ]]; then
 fi
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ce_root"
-# C/C++ through ccache where it is installed (Debian's compiler links in
-# /usr/lib/ccache): the README walk's LIBTORCH= build compiles torch-sys's
-# 800 kB C++ wrapper again with the same command line, 100 s without it.
+# C/C++ through ccache (Debian's compiler links in /usr/lib/ccache): the
+# README walk's LIBTORCH= build compiles torch-sys's 800 kB C++ wrapper and
+# csrc/ again with the same command lines, minutes of a clean clone's run
+# without it. Installed here where apt can (as root), as .ci/run does;
+# where it cannot, the run is only slower.
+if [[ ! -d /usr/lib/ccache && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "test: installing ccache (the README walk's second build reuses the first's C++)" >&2
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ccache \
+    || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+      --no-install-recommends ccache; }; } >/dev/null 2>&1 \
+    || echo "test: could not install ccache; going on without it" >&2
+fi
 # On the PATH, not in CXX: cargo reruns a build script when CXX changes,
 # and the walk's commands run in a user's shell without this script's
 # variables (the PATH is kept).

@@ -18,7 +18,7 @@ use crate::step::{Backward, ManualStep};
 use serde::Serialize;
 use std::fmt;
 use tch::nn::{self, ModuleT};
-use tch::{Device, Kind, TchError, Tensor};
+use tch::{Device, Kind, Reduction, TchError, Tensor};
 
 /// Why training or evaluation could not start, or stopped.
 #[derive(Debug)]
@@ -356,8 +356,9 @@ pub fn train_from(
 /// `DistributedSampler(train_split, world_size, rank, shuffle, seed=seed)`
 /// after `sampler.set_epoch(epoch - 1)` (shuffled when a batch is smaller
 /// than a rank's share of `ceil(train_rows / world_size)` rows), a batch
-/// being `batch_size` of this rank's rows. Every rank evaluates both whole
-/// splits (the same model, the same numbers); the autograd step always
+/// being `batch_size` of this rank's rows. Each rank evaluates its share of
+/// both splits and the sums are reduced ([`evaluate_sharded`]: every rank
+/// gets the same metrics); the autograd step always
 /// (the Reducer hooks autograd). Every rank must call it with the same
 /// data and config.
 pub fn train_distributed(
@@ -567,8 +568,15 @@ fn run(
             return Err(diverged(loss, epoch, Some(step as i64 + 1)));
         }
         let eval = (&model, &loss_fn, fast.as_ref(), autocast);
-        let (train_loss, train_accuracy) = evaluate(eval, &x_train, &y_train)?;
-        let (test_loss, test_accuracy) = evaluate(eval, &x_test, &y_test)?;
+        let ((train_loss, train_accuracy), (test_loss, test_accuracy)) = match group.as_deref_mut()
+        {
+            // Each rank its share of the rows, the sums reduced.
+            Some(g) => (
+                evaluate_sharded(eval, &x_train, &y_train, g)?,
+                evaluate_sharded(eval, &x_test, &y_test, g)?,
+            ),
+            None => (evaluate(eval, &x_train, &y_train)?, evaluate(eval, &x_test, &y_test)?),
+        };
         let metrics =
             EpochMetrics { epoch, lr, train_loss, train_accuracy, test_loss, test_accuracy };
         if !train_loss.is_finite() {
@@ -599,13 +607,17 @@ fn run(
         }
     }
     let seconds = start.elapsed().as_secs_f64();
-    if let Some(g) = group {
-        g.barrier()?; // no rank leaves (with rank 0's store) before all are done
-    }
+
     let world_size = ddp.as_ref().map_or(1, |(_, _, w)| *w);
     let steps = epochs.len() * steps_per_epoch as usize;
 
-    let confusion = autocast_if(autocast, || confusion_matrix(&model, &x_test, &y_test, classes))??;
+    let confusion = match group.as_deref_mut() {
+        Some(g) => confusion_matrix_sharded(&model, &x_test, &y_test, classes, autocast, g)?,
+        None => autocast_if(autocast, || confusion_matrix(&model, &x_test, &y_test, classes))??,
+    };
+    if let Some(g) = group {
+        g.barrier()?; // no rank leaves (with rank 0's store) before all are done
+    }
     let state = state_at(config.epochs, &optimizer, &scheduler, &scaler)?;
     Ok(TrainRun {
         config: config.clone(),
@@ -885,6 +897,80 @@ fn evaluate(eval: Eval<'_>, x: &Tensor, y: &Tensor) -> Result<(f32, f64), TrainE
             Ok((loss, correct as f64 / rows))
         })
     })?
+}
+
+/// [`evaluate`] on one rank of a data-parallel run, the way a DDP script
+/// evaluates: each rank takes its strided share of the rows (`x[rank::W]`:
+/// no padding, so no row counts twice, unlike `DistributedSampler`'s),
+/// sums its losses (`reduction='sum'`), its rows' class weights (the mean's
+/// denominator; the row count without weights) and its correct predictions,
+/// and one `dist.all_reduce` of the three in f64 sums them over the ranks.
+/// The loss is then `sum / weights` rounded to f32, the accuracy `correct /
+/// rows`, the same on every rank. Computed on the whole split in one
+/// process, the mean loss is f32 arithmetic in another order, so the two
+/// agree to f32 rounding, not bit for bit.
+fn evaluate_sharded(
+    eval: Eval<'_>,
+    x: &Tensor,
+    y: &Tensor,
+    group: &mut ProcessGroup,
+) -> Result<(f32, f64), TrainError> {
+    let (model, loss_fn, _, autocast) = eval;
+    let rows = y.size()[0];
+    let (xs, ys) = shard(x, y, group)?;
+    // nn.CrossEntropyLoss(weight, label_smoothing=..., reduction="sum")
+    let mut sum_fn = CrossEntropyLoss::new()
+        .label_smoothing(loss_fn.smoothing())
+        .ignore_index(loss_fn.ignored_index())
+        .reduction(Reduction::Sum);
+    if let Some(w) = loss_fn.class_weight() {
+        sum_fn = sum_fn.weight(w.shallow_clone());
+    }
+    let mut sums = autocast_if(autocast, || {
+        tch::no_grad(|| -> Result<Tensor, TrainError> {
+            let logits = model.forward_t(&xs, false);
+            let loss = sum_fn.f_forward_unchecked(&logits, &ys)?.f_to_kind(Kind::Double)?;
+            let weights = match loss_fn.class_weight() {
+                Some(w) => {
+                    w.f_index_select(0, &ys)?.f_to_kind(Kind::Double)?.f_sum(Kind::Double)?
+                }
+                None => Tensor::from(ys.size()[0] as f64).f_to_device(ys.device())?,
+            };
+            let correct = logits.f_argmax(1, false)?.f_eq_tensor(&ys)?.f_sum(Kind::Double)?;
+            Ok(Tensor::f_stack(&[loss, weights, correct], 0)?.f_to_device(Device::Cpu)?)
+        })
+    })??;
+    group.all_reduce_sum(&mut sums)?;
+    let s = Vec::<f64>::try_from(&sums)?;
+    Ok(((s[0] / s[1]) as f32, s[2] / rows as f64))
+}
+
+/// This rank's rows of `(x, y)` for evaluation: `x[rank::world_size]`, the
+/// same strided view as Python's slice (not a copy: the matmul then reads
+/// the rows as PyTorch's does).
+fn shard(x: &Tensor, y: &Tensor, group: &ProcessGroup) -> Result<(Tensor, Tensor), TchError> {
+    let (rank, world) = (group.rank() as i64, group.world_size() as i64);
+    Ok((x.f_slice(0, rank, None, world)?, y.f_slice(0, rank, None, world)?))
+}
+
+/// [`confusion_matrix`] on one rank of a data-parallel run: each rank counts
+/// its share of the rows (as [`evaluate_sharded`]), one `dist.all_reduce`
+/// sums the counts (exact: integers).
+fn confusion_matrix_sharded(
+    model: &Classifier,
+    x: &Tensor,
+    y: &Tensor,
+    classes: usize,
+    autocast: Option<(Device, AmpDtype)>,
+    group: &mut ProcessGroup,
+) -> Result<Vec<Vec<i64>>, TrainError> {
+    let (xs, ys) = shard(x, y, group)?;
+    let counts = autocast_if(autocast, || confusion_matrix(model, &xs, &ys, classes))??;
+    let flat: Vec<i64> = counts.concat();
+    let mut t = Tensor::from_slice(&flat);
+    group.all_reduce_sum(&mut t)?;
+    let flat = Vec::<i64>::try_from(&t)?;
+    Ok(flat.chunks(classes).map(<[i64]>::to_vec).collect())
 }
 
 /// `[true class][predicted class]` counts.

@@ -376,8 +376,10 @@ fn f32_of(v: &Value) -> f32 {
 }
 
 /// `train --nproc N` against the same job under PyTorch DDP: every epoch's
-/// metrics and the saved weights, bit for bit; 2 and 3 ranks, SGD with
-/// momentum, Adam, the MLP with dropout, a scheduler and clipping.
+/// metrics (each rank's share evaluated, the sums reduced), the confusion
+/// matrix and the saved weights, bit for bit; 2 and 3 ranks, SGD with
+/// momentum, Adam, the MLP with dropout, a scheduler and clipping, class
+/// weights with label smoothing.
 #[test]
 fn train_nproc_equals_pytorch_ddp() {
     let Some(python) = reference_python() else { return };
@@ -396,7 +398,7 @@ fn train_nproc_equals_pytorch_ddp() {
         &[],
         &["--scheduler", "step", "--step-size", "2", "--clip-grad-norm", "1"],
         &["--dropout", "0.5", "--optimizer", "adamw", "--lr", "0.01"],
-        &[],
+        &["--class-weights", "1,2,0.5", "--label-smoothing", "0.1"],
         &["--amp", "fp16", "--init-scale", "1e9", "--growth-interval", "2"],
     ];
     for world in [2usize, 3] {
@@ -432,10 +434,96 @@ fn train_nproc_equals_pytorch_ddp() {
                     );
                 }
             }
+            assert_eq!(ours["confusion_matrix"], theirs["confusion_matrix"], "{what}");
             let read = cross_entropy_tch::checkpoint::Checkpoint::read;
             assert_eq!(read(&ours_file).unwrap(), read(&theirs_file).unwrap(), "{what}: weights");
         }
     }
+}
+
+/// Under DDP each rank evaluates its share of the rows (`x[rank::W]`) and
+/// the sums are reduced: with class weights and label smoothing, 3 ranks
+/// (shares of 48, 47 and 47 of the 142 train rows, 12 each of the 36
+/// test rows), every
+/// epoch's reduced metrics must be those of the whole split. The last
+/// epoch's are computed here from the saved weights in f64
+/// (tests/common/ce_oracle.rs); the loss to 2e-6 relative, the f32 rounding
+/// of the logits and of the sums (the reduced loss is `sum / weights` in
+/// f64 over f32 partial sums). The accuracies exactly, and the test
+/// accuracy is also the confusion matrix's diagonal (counts reduced too).
+#[test]
+fn sharded_metrics_are_the_whole_splits() {
+    use common::ce_oracle::{oracle, Opts, Red, Target};
+    use cross_entropy_tch::checkpoint::Checkpoint;
+    use cross_entropy_tch::data::{split, Bundled, Dataset};
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("distributed-metrics");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("wine-3.safetensors");
+    let weights = [1.0, 2.0, 0.5];
+    let out = bin()
+        .args(["train", "--json", "--quiet", "--device", "cpu", "--dataset", "wine"])
+        .args(["--epochs", "3", "--nproc", "3", "--class-weights", "1,2,0.5"])
+        .args(["--label-smoothing", "0.1", "--save", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let last = &doc["final"];
+
+    let ck = Checkpoint::read(&file).unwrap();
+    let data = Dataset::bundled(Bundled::Wine).unwrap();
+    let (test_idx, train_idx) = {
+        let _g = rng_lock();
+        tch::manual_seed(0); // train's default --seed, then its split
+        split(data.rows, 0.2).unwrap()
+    };
+    let x = Vec::<f64>::try_from(&data.features_tensor().flatten(0, -1)).unwrap();
+    let st = ck.standardizer.as_ref().expect("standardized");
+    let (f, c) = (data.features, data.classes);
+    let (w, b) = (&ck.layers[0].weight, &ck.layers[0].bias);
+    let whole = |idx: &Tensor| {
+        let rows = Vec::<i64>::try_from(idx).unwrap();
+        let mut logits = Vec::new();
+        let mut correct = 0;
+        for &r in &rows {
+            // (x - mean) / std in f64, then f32 (as train feeds the model).
+            let z: Vec<f64> = (0..f)
+                .map(|j| ((x[r as usize * f + j] - st.mean[j]) / st.std[j]) as f32 as f64)
+                .collect();
+            let row: Vec<f64> = (0..c)
+                .map(|k| b[k] as f64 + (0..f).map(|j| w[k * f + j] as f64 * z[j]).sum::<f64>())
+                .collect();
+            let best = (0..c).max_by(|&i, &j| row[i].total_cmp(&row[j])).unwrap();
+            correct += usize::from(best as i64 == data.labels[r as usize]);
+            logits.extend(row);
+        }
+        let labels = rows.iter().map(|&r| data.labels[r as usize]).collect();
+        let opts = Opts {
+            weight: Some(weights.to_vec()),
+            eps: 0.1,
+            reduction: Red::Mean,
+            ..Opts::default()
+        };
+        let (loss, _) = oracle(&logits, &[rows.len(), c], &Target::Index(labels), &opts);
+        (loss[0], correct as f64 / rows.len() as f64)
+    };
+    for (split, idx) in [("train", &train_idx), ("test", &test_idx)] {
+        let (loss, accuracy) = whole(idx);
+        let ours = last[format!("{split}_loss")].as_f64().unwrap();
+        assert_close(ours, loss, 2e-6, 0.0, &format!("{split} loss"));
+        assert_eq!(
+            last[format!("{split}_accuracy")].as_f64().unwrap(),
+            accuracy,
+            "{split} accuracy"
+        );
+    }
+    let m = doc["confusion_matrix"].as_array().unwrap();
+    let cell = |t: usize, p: usize| m[t].as_array().unwrap()[p].as_i64().unwrap();
+    let total: i64 =
+        (0..c).flat_map(|t| (0..c).map(move |p| (t, p))).map(|(t, p)| cell(t, p)).sum();
+    let diagonal: i64 = (0..c).map(|t| cell(t, t)).sum();
+    assert_eq!(total, test_idx.size()[0], "every test row counted once");
+    assert_eq!(last["test_accuracy"].as_f64().unwrap(), diagonal as f64 / total as f64);
 }
 
 /// Our binary as rank `rank` of a `world`-rank job on `port`, as torchrun
