@@ -85,6 +85,7 @@ fn compile_shims(lib: &Path) {
 fn compile_distributed(root: &Path, abi: &str) {
     println!("cargo:rerun-if-changed=csrc/distributed.cpp");
     println!("cargo:rerun-if-changed=csrc/gloo.cpp");
+    println!("cargo:rerun-if-changed=csrc/nccl.cpp");
     println!("cargo:rerun-if-env-changed=GLOO_INCLUDE");
     let gloo = env::var("GLOO_INCLUDE").unwrap_or_else(|_| "/usr/include".to_string());
     if !Path::new(&gloo).join("gloo/context.h").exists() {
@@ -94,7 +95,8 @@ fn compile_distributed(root: &Path, abi: &str) {
              holding gloo/ (build-notes.md)"
         );
     }
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    build
         .cpp(true)
         .file("csrc/distributed.cpp")
         .file("csrc/gloo.cpp")
@@ -106,8 +108,53 @@ fn compile_distributed(root: &Path, abi: &str) {
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .flag("-DUSE_DISTRIBUTED")
         .flag("-DUSE_C10D_GLOO")
-        .warnings(false)
-        .compile("ce_distributed");
+        .warnings(false);
+    match nccl_includes(root) {
+        Ok(dirs) => {
+            build.file("csrc/nccl.cpp").includes(dirs).define("CE_WITH_NCCL", None);
+            build.flag("-DUSE_C10D_NCCL").flag("-DUSE_CUDA");
+        }
+        Err(why) => println!("cargo:warning=no NCCL backend in this build: {why}"),
+    }
+    build.compile("ce_distributed");
+}
+
+/// The headers csrc/nccl.cpp needs, where this libtorch can run NCCL
+/// (`libtorch_cuda.so`, which holds ProcessGroupNCCL's code): a torch
+/// wheel's `nvidia/` beside `torch/` (its `nccl/include`, and `cu13/include`
+/// with the `nvidia-cuda-crt` and `nvidia-cuda-cccl` packages of the wheel's
+/// CUDA release, which scripts/setup.sh installs), or `CE_CUDA_INCLUDE`
+/// (directories, `:`-separated) for an unzipped libtorch with a CUDA
+/// toolkit and NCCL of its own. Why not, otherwise.
+fn nccl_includes(root: &Path) -> Result<Vec<std::path::PathBuf>, String> {
+    println!("cargo:rerun-if-env-changed=CE_CUDA_INCLUDE");
+    if !root.join("lib/libtorch_cuda.so").exists() {
+        return Err("this libtorch has no libtorch_cuda.so".to_string());
+    }
+    let dirs: Vec<std::path::PathBuf> = match env::var("CE_CUDA_INCLUDE") {
+        Ok(dirs) => env::split_paths(&dirs).collect(),
+        Err(_) => {
+            let nvidia = root.join("../nvidia");
+            ["nccl/include", "cu13/include", "cu13/include/cccl"]
+                .iter()
+                .map(|d| nvidia.join(d))
+                .filter(|d| d.is_dir())
+                .collect()
+        }
+    };
+    let needed = ["nccl.h", "cuda_runtime_api.h", "crt/host_config.h", "cuda/std/atomic"];
+    for header in needed {
+        if !dirs.iter().any(|d| d.join(header).exists()) {
+            return Err(format!(
+                "{header} is not in {dirs:?} (scripts/setup.sh installs the wheel's \
+                 nvidia-cuda-crt and nvidia-cuda-cccl; build-notes.md, \"NCCL\")"
+            ));
+        }
+        if let Some(d) = dirs.iter().find(|d| d.join(header).exists()) {
+            println!("cargo:rerun-if-changed={}", d.join(header).display());
+        }
+    }
+    Ok(dirs)
 }
 
 /// `MAJOR.MINOR.PATCH` from libtorch's `version.h`, next to its lib dir.

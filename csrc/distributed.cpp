@@ -24,6 +24,11 @@ c10::intrusive_ptr<c10d::Backend> make_gloo(const c10::intrusive_ptr<c10d::Store
                                             const std::vector<std::string>& interfaces);
 size_t gloo_backend_size();
 size_t gloo_options_size();
+#ifdef CE_WITH_NCCL
+c10::intrusive_ptr<c10d::Backend> make_nccl(const c10::intrusive_ptr<c10d::Store>& store,
+                                            int rank, int size,
+                                            std::chrono::milliseconds timeout);
+#endif
 }  // namespace ce
 
 struct CeGroup {
@@ -55,10 +60,13 @@ extern "C" {
 // agent hosts it, TORCHELASTIC_USE_AGENT_STORE), the key prefixes of the
 // default group ("default_pg", then the group name "0/", then the device
 // "cpu/"), the gloo backend on the CPU and its sequence number. A group
-// made here and one made by Python join each other. Null on an error
-// (ce_last_error).
+// made here and one made by Python join each other. With nccl, as
+// init_process_group("cpu:gloo,cuda:nccl"): gloo for CPU tensors on the
+// "cpu/" prefix, ProcessGroupNCCL for CUDA tensors on "cuda/" (csrc/nccl.cpp,
+// where build.rs found NCCL's and CUDA's headers), NCCL the default. Null on
+// an error (ce_last_error).
 CeGroup* ce_dist_init(int rank, int world, const char* host, int port, int client_only,
-                      int64_t timeout_ms, const char* interfaces) {
+                      int64_t timeout_ms, const char* interfaces, int nccl) {
   return ce::guarded<CeGroup*>(nullptr, [&] {
     auto timeout = std::chrono::milliseconds(timeout_ms);
     c10d::TCPStoreOptions opts;
@@ -78,6 +86,19 @@ CeGroup* ce_dist_init(int rank, int world, const char* host, int port, int clien
     auto pg = c10::make_intrusive<c10d::ProcessGroup>(group, rank, world);
     pg->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
     pg->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, backend);
+    if (nccl) {
+#ifdef CE_WITH_NCCL
+      auto cuda = c10::make_intrusive<c10d::PrefixStore>("cuda/", group);
+      auto nccl_backend = ce::make_nccl(cuda, rank, world, timeout);
+      nccl_backend->setSequenceNumberForGroup();
+      pg->setDefaultBackend(c10d::ProcessGroup::BackendType::NCCL);
+      pg->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::BackendType::NCCL, nccl_backend);
+#else
+      TORCH_CHECK(false,
+                  "this build has no NCCL backend (built without NCCL's and CUDA's headers, "
+                  "or against a libtorch without CUDA; build-notes.md, \"NCCL\")");
+#endif
+    }
     return new CeGroup{store, pg, timeout};
   });
 }
@@ -136,7 +157,7 @@ int64_t ce_dist_store_get(CeGroup* g, const char* key, uint8_t* out, int64_t cap
   });
 }
 
-// DistributedDataParallel(module) on the CPU with its defaults, as
+// DistributedDataParallel(module) with its defaults, as
 // torch/nn/parallel/distributed.py builds it: the parameters' shapes
 // checked across ranks (_verify_param_shape_across_processes), rank 0's
 // values broadcast to all (_sync_module_states: _broadcast_coalesced with
@@ -198,6 +219,15 @@ int ce_ddp_post_forward(CeDdp* d) {
 }
 
 void ce_ddp_free(CeDdp* d) { delete d; }
+
+// Whether csrc/nccl.cpp is in this build.
+int ce_dist_nccl_built() {
+#ifdef CE_WITH_NCCL
+  return 1;
+#else
+  return 0;
+#endif
+}
 
 size_t ce_dist_gloo_backend_size() { return ce::gloo_backend_size(); }
 size_t ce_dist_gloo_options_size() { return ce::gloo_options_size(); }

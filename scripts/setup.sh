@@ -68,11 +68,23 @@ vpy="$venv/bin/python"
 # of Python again (the full check imports torch: 2 s for every run.sh).
 stamp="$venv/.ce-setup-ok"
 installed() { compgen -G "$venv/lib/python3*/site-packages/$1-$2*.dist-info" >/dev/null; }
+# The CUDA release the wheel pins (its cuda-toolkit==X requirement; none
+# for a wheel without CUDA): csrc/nccl.cpp needs that release's nvidia-cuda-crt
+# and nvidia-cuda-cccl headers beside the wheel's nccl.h (build.rs;
+# build-notes.md, "NCCL"), cuda-toolkit's crt and cccl extras, 3 MB.
+cuda_pin() {
+  sed -n 's/^Requires-Dist: cuda-toolkit\[.*\]==\([0-9.]*\).*/\1/p' \
+    "$venv"/lib/python3*/site-packages/torch-"$TORCH_VERSION"*.dist-info/METADATA 2>/dev/null | head -1
+}
+cuda_headers_missing() {
+  [[ -n "$(cuda_pin)" ]] && ! { installed nvidia_cuda_crt "" && installed nvidia_cuda_cccl ""; }
+}
 if [[ -f "$stamp" ]] && read -r stamp_version torch_dir <"$stamp" \
   && [[ "$stamp_version" == "$TORCH_VERSION" && -f "$torch_dir/lib/libtorch_cpu.so" ]] \
   && installed torch "$TORCH_VERSION"; then
   fresh=1
   for pkg in "${EXTRA_PACKAGES[@]}"; do installed "$pkg" "" || fresh=0; done
+  cuda_headers_missing && fresh=0
   if ((fresh)); then
     echo "libtorch: $torch_dir"
     exit 0
@@ -105,6 +117,11 @@ for pkg in "${EXTRA_PACKAGES[@]}"; do
   "$vpy" -c "import $pkg" 2>/dev/null || "$vpy" -m pip install --disable-pip-version-check -q "$pkg" >&2 \
     || die "pip install $pkg failed"
 done
+
+if cuda_headers_missing; then
+  "$vpy" -m pip install --disable-pip-version-check -q "cuda-toolkit[crt,cccl]==$(cuda_pin)" >&2 \
+    || die "pip install cuda-toolkit[crt,cccl]==$(cuda_pin) failed (the CUDA headers of NCCL's backend)"
+fi
 
 torch_dir="$("$vpy" -c 'import os, torch; print(os.path.dirname(torch.__file__))')" \
   || die "torch in $venv does not import"

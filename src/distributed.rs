@@ -8,6 +8,8 @@
 //! | PyTorch | here |
 //! |---|---|
 //! | `dist.init_process_group("gloo")` (`env://`, as `torchrun` starts it) | [`init_from_env`] |
+//! | `dist.init_process_group("cpu:gloo,cuda:nccl")` | [`ProcessGroup::with_nccl`] |
+//! | `dist.is_nccl_available()` | [`nccl_built`] |
 //! | `dist.all_reduce(t)` | [`ProcessGroup::all_reduce_sum`] |
 //! | `dist.broadcast(t, src)` | [`ProcessGroup::broadcast`] |
 //! | `dist.barrier()` | [`ProcessGroup::barrier`] |
@@ -54,7 +56,9 @@ extern "C" {
         client_only: c_int,
         timeout_ms: i64,
         interfaces: *const c_char,
+        nccl: c_int,
     ) -> *mut CeGroup;
+    fn ce_dist_nccl_built() -> c_int;
     fn ce_dist_free(g: *mut CeGroup);
     fn ce_c10_set_log_level(level: c_int);
     fn ce_dist_all_reduce_sum(g: *mut CeGroup, t: *mut torch_sys::C_tensor) -> c_int;
@@ -180,7 +184,8 @@ impl Rendezvous {
     }
 }
 
-/// A gloo process group on the CPU: `torch.distributed`'s default group.
+/// `torch.distributed`'s default group: gloo for CPU tensors, and, made
+/// with [`ProcessGroup::with_nccl`], NCCL for CUDA tensors.
 pub struct ProcessGroup {
     group: NonNull<CeGroup>,
     rank: usize,
@@ -190,6 +195,14 @@ pub struct ProcessGroup {
 // SAFETY: c10d's ProcessGroup and store are used from one thread at a time
 // here (&mut self or a single caller); c10d itself is thread-safe.
 unsafe impl Send for ProcessGroup {}
+
+/// Whether this build has c10d's NCCL backend (`dist.is_nccl_available()`):
+/// built against a libtorch with CUDA, with NCCL's and CUDA's headers
+/// (build.rs; build-notes.md, "NCCL").
+pub fn nccl_built() -> bool {
+    // SAFETY: no arguments, no state.
+    unsafe { ce_dist_nccl_built() != 0 }
+}
 
 /// `dist.init_process_group("gloo", init_method="env://", timeout=timeout)`.
 pub fn init_from_env(timeout: Duration) -> Result<ProcessGroup, DistributedError> {
@@ -207,6 +220,17 @@ impl ProcessGroup {
         Self::with_interfaces(rdv, timeout, &interfaces)
     }
 
+    /// `dist.init_process_group("cpu:gloo,cuda:nccl", ...)`: [`ProcessGroup::new`]
+    /// and c10d's `ProcessGroupNCCL` for CUDA tensors (DDP's gradients on a
+    /// GPU), gloo still for CPU tensors (the reduced metrics). Each rank's
+    /// GPU is its own: NCCL refuses two ranks on one device. An error where
+    /// this build has no NCCL ([`nccl_built`]) or libtorch sees no GPU.
+    pub fn with_nccl(rdv: &Rendezvous, timeout: Duration) -> Result<Self, DistributedError> {
+        let interfaces = std::env::var("GLOO_SOCKET_IFNAME").unwrap_or_default();
+        let interfaces: Vec<&str> = interfaces.split(',').filter(|s| !s.is_empty()).collect();
+        Self::join(rdv, timeout, &interfaces, true)
+    }
+
     /// [`ProcessGroup::new`] with gloo devices on these network interfaces
     /// (`["lo"]`: the loopback only); none: the default device (this
     /// host's name, else the loopback).
@@ -214,6 +238,15 @@ impl ProcessGroup {
         rdv: &Rendezvous,
         timeout: Duration,
         interfaces: &[&str],
+    ) -> Result<Self, DistributedError> {
+        Self::join(rdv, timeout, interfaces, false)
+    }
+
+    fn join(
+        rdv: &Rendezvous,
+        timeout: Duration,
+        interfaces: &[&str],
+        nccl: bool,
     ) -> Result<Self, DistributedError> {
         let host = CString::new(rdv.master_addr.as_str()).map_err(DistributedError::Nul)?;
         let interfaces = CString::new(interfaces.join(",")).map_err(DistributedError::Nul)?;
@@ -228,6 +261,7 @@ impl ProcessGroup {
                 c_int::from(rdv.agent_store),
                 timeout_ms,
                 interfaces.as_ptr(),
+                c_int::from(nccl),
             )
         };
         let group =

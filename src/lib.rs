@@ -21,8 +21,9 @@
 //! - [`device`]: `cpu`, `cuda`, `cuda:N` or `auto`, resolved on this machine;
 //! - [`amp`]: `torch.autocast(device_type, dtype)` on libtorch's autocast
 //!   (CPU and CUDA, bf16 and fp16) and `torch.amp.GradScaler`;
-//! - [`distributed`]: c10d's process group (gloo), `torchrun`'s environment
-//!   and DDP's parameter broadcast and gradient averaging.
+//! - [`distributed`]: c10d's process group (gloo; NCCL on CUDA),
+//!   `torchrun`'s environment and DDP's parameter broadcast and gradient
+//!   averaging.
 //!
 //! The command line (`cross-entropy-tch`) sits on top of this library behind
 //! the default `cli` feature: `default-features = false` brings no clap,

@@ -661,3 +661,31 @@ fn a_data_parallel_run_resumes_exactly() {
     let read = cross_entropy_tch::checkpoint::Checkpoint::read;
     assert_eq!(read(&straight).unwrap(), read(&resumed).unwrap(), "resumed != straight");
 }
+
+/// NCCL is in the build wherever libtorch has CUDA (both venvs' wheels, with
+/// the headers scripts/setup.sh installs), and `with_nccl` reaches
+/// libtorch_cuda.so's own `ProcessGroupNCCL` constructor: without a GPU that
+/// constructor refuses, and its message comes back as one line. With a GPU
+/// (tests/cuda.rs runs NCCL there), a one-rank group is made.
+#[test]
+fn nccl_is_built_and_its_constructor_runs() {
+    let cuda_libtorch = std::path::Path::new(env!("CE_LIBTORCH_LIB")).join("libtorch_cuda.so");
+    if !cuda_libtorch.exists() {
+        return skip("this libtorch has no libtorch_cuda.so, so no NCCL");
+    }
+    assert!(
+        cross_entropy_tch::distributed::nccl_built(),
+        "libtorch has CUDA but the build has no NCCL (see build.rs's warning)"
+    );
+    let rdv = rendezvous(0, 1, free_port());
+    match ProcessGroup::with_nccl(&rdv, TIMEOUT) {
+        Ok(mut g) if tch::Cuda::is_available() => g.barrier().unwrap(),
+        Ok(_) => panic!("ProcessGroupNCCL was made without a GPU"),
+        Err(e) => {
+            let line = e.to_string();
+            assert!(!tch::Cuda::is_available(), "with a GPU: {line}");
+            assert!(line.contains("ProcessGroupNCCL") && line.contains("GPU"), "{line}");
+            assert!(!line.contains('\n'), "{line}");
+        }
+    }
+}

@@ -79,31 +79,55 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         // The error says it; c10d's warnings before it would bury it.
         distributed::set_c10_log_level(3);
     }
+    let mut device = args.common.apply()?;
     let group = if torchrun {
         let rdv = Rendezvous::from_env().map_err(UsageError::wrap)?;
         let timeout = Duration::from_secs_f64(args.dist_timeout);
         let rank = rdv.rank;
-        let group = ProcessGroup::new(&rdv, timeout).with_context(|| format!("rank {rank}"))?;
-        Some(group)
+        let group = if device.is_cuda() {
+            device = rank_gpu(&rdv).with_context(|| format!("rank {rank}"))?;
+            ProcessGroup::with_nccl(&rdv, timeout)
+        } else {
+            ProcessGroup::new(&rdv, timeout)
+        };
+        Some(group.with_context(|| format!("rank {rank}"))?)
     } else {
         None
     };
     match group.as_ref().map(ProcessGroup::rank) {
-        Some(rank) => train_rank(args, group).with_context(|| format!("rank {rank}")),
-        None => train_rank(args, None),
+        Some(rank) => train_rank(args, group, device).with_context(|| format!("rank {rank}")),
+        None => train_rank(args, None, device),
     }
 }
 
-fn train_rank(args: &TrainArgs, mut group: Option<ProcessGroup>) -> Result<()> {
+/// A data-parallel rank's GPU on CUDA: `cuda:LOCAL_RANK`, what a torchrun
+/// script's `torch.cuda.set_device(local_rank)` picks (NCCL refuses two
+/// ranks on one GPU), where this build has NCCL and the machine that GPU.
+fn rank_gpu(rdv: &Rendezvous) -> Result<tch::Device> {
+    if !distributed::nccl_built() {
+        return Err(UsageError::msg(
+            "train under DDP on CUDA needs NCCL, and this build has none (build-notes.md, \"NCCL\"): add --device cpu"
+                .to_string(),
+        ));
+    }
+    let gpus = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
+    if rdv.local_rank >= gpus {
+        return Err(UsageError::msg(format!(
+            "LOCAL_RANK {} has no GPU of its own: this machine has {gpus} CUDA device(s); start at most {gpus} ranks on it, or add --device cpu",
+            rdv.local_rank
+        )));
+    }
+    Ok(tch::Device::Cuda(rdv.local_rank))
+}
+
+fn train_rank(
+    args: &TrainArgs,
+    mut group: Option<ProcessGroup>,
+    device: tch::Device,
+) -> Result<()> {
     // Rank 0 (or the one process) prints and writes; the others only train.
     let lead = group.as_ref().is_none_or(|g| g.rank() == 0);
     let mut config = args.config()?;
-    let device = args.common.apply()?;
-    if group.is_some() && device != tch::Device::Cpu {
-        return Err(UsageError::msg(format!(
-            "train under DDP runs on the CPU (gloo) for now, not {device:?}: add --device cpu"
-        )));
-    }
     let data = args.data.load()?;
     let resume = args.resume.as_deref().map(load_resume).transpose()?;
     let loaded = args.load.as_deref().map(load_checkpoint).transpose()?;

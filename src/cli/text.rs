@@ -145,13 +145,17 @@ pub fn train_summary(run: &TrainRun, written: &[String]) -> String {
     let m = run.last();
     let w = run.world_size;
     let share = d.train_rows.div_ceil(w); // DistributedSampler's rows per rank
+                                          // The backend that averages the gradients: NCCL for a model on CUDA.
+    let backend = if run.device.is_cuda() { "nccl" } else { "gloo" };
     let batch = match c.batch_size {
         Some(b) if w > 1 && b < share => {
             format!(
-                "DDP over {w} ranks (gloo), mini-batches of {b} per rank, reshuffled each epoch"
+                "DDP over {w} ranks ({backend}), mini-batches of {b} per rank, reshuffled each epoch"
             )
         }
-        _ if w > 1 => format!("DDP over {w} ranks (gloo), each a full batch of its {share} rows"),
+        _ if w > 1 => {
+            format!("DDP over {w} ranks ({backend}), each a full batch of its {share} rows")
+        }
         Some(b) if b < d.train_rows => format!("mini-batches of {b}, reshuffled each epoch"),
         _ => "full batch".to_string(),
     };
