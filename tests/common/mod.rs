@@ -118,9 +118,13 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The crate's binary, built by cargo for this test run.
+/// The crate's binary, built by cargo for this test run; or `CE_BIN`,
+/// where a test binary runs away from its build tree (scripts/gpu-check.sh
+/// carries both to the device machine).
 pub fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cross-entropy-tch"));
+    let path = std::env::var_os("CE_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_cross-entropy-tch")), PathBuf::from);
+    let mut cmd = Command::new(path);
     // The binary must find libtorch through its rpath alone.
     cmd.env_remove("LD_LIBRARY_PATH");
     cmd
