@@ -144,15 +144,13 @@ fn nccl_includes(root: &Path) -> Result<Vec<std::path::PathBuf>, String> {
     };
     let needed = ["nccl.h", "cuda_runtime_api.h", "crt/host_config.h", "cuda/std/atomic"];
     for header in needed {
-        if !dirs.iter().any(|d| d.join(header).exists()) {
+        let Some(dir) = dirs.iter().find(|d| d.join(header).exists()) else {
             return Err(format!(
                 "{header} is not in {dirs:?} (scripts/setup.sh installs the wheel's \
                  nvidia-cuda-crt and nvidia-cuda-cccl; build-notes.md, \"NCCL\")"
             ));
-        }
-        if let Some(d) = dirs.iter().find(|d| d.join(header).exists()) {
-            println!("cargo:rerun-if-changed={}", d.join(header).display());
-        }
+        };
+        println!("cargo:rerun-if-changed={}", dir.join(header).display());
     }
     Ok(dirs)
 }

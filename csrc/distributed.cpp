@@ -27,7 +27,7 @@ size_t gloo_options_size();
 #ifdef CE_WITH_NCCL
 c10::intrusive_ptr<c10d::Backend> make_nccl(const c10::intrusive_ptr<c10d::Store>& store,
                                             int rank, int size,
-                                            std::chrono::milliseconds timeout);
+                                            std::chrono::milliseconds timeout, int device);
 #endif
 }  // namespace ce
 
@@ -35,6 +35,7 @@ struct CeGroup {
   c10::intrusive_ptr<c10d::Store> store;  // the TCPStore, unprefixed
   c10::intrusive_ptr<c10d::ProcessGroup> pg;
   std::chrono::milliseconds timeout;
+  bool nccl;
 };
 
 namespace {
@@ -60,13 +61,14 @@ extern "C" {
 // agent hosts it, TORCHELASTIC_USE_AGENT_STORE), the key prefixes of the
 // default group ("default_pg", then the group name "0/", then the device
 // "cpu/"), the gloo backend on the CPU and its sequence number. A group
-// made here and one made by Python join each other. With nccl, as
-// init_process_group("cpu:gloo,cuda:nccl"): gloo for CPU tensors on the
-// "cpu/" prefix, ProcessGroupNCCL for CUDA tensors on "cuda/" (csrc/nccl.cpp,
-// where build.rs found NCCL's and CUDA's headers), NCCL the default. Null on
-// an error (ce_last_error).
+// made here and one made by Python join each other. With a cuda_device
+// (not -1), as init_process_group("cpu:gloo,cuda:nccl") after
+// torch.cuda.set_device(cuda_device): gloo for CPU tensors on the "cpu/"
+// prefix, ProcessGroupNCCL for CUDA tensors on "cuda/" (csrc/nccl.cpp, where
+// build.rs found NCCL's and CUDA's headers), NCCL the default. Null on an
+// error (ce_last_error).
 CeGroup* ce_dist_init(int rank, int world, const char* host, int port, int client_only,
-                      int64_t timeout_ms, const char* interfaces, int nccl) {
+                      int64_t timeout_ms, const char* interfaces, int cuda_device) {
   return ce::guarded<CeGroup*>(nullptr, [&] {
     auto timeout = std::chrono::milliseconds(timeout_ms);
     c10d::TCPStoreOptions opts;
@@ -86,10 +88,11 @@ CeGroup* ce_dist_init(int rank, int world, const char* host, int port, int clien
     auto pg = c10::make_intrusive<c10d::ProcessGroup>(group, rank, world);
     pg->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
     pg->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, backend);
+    const bool nccl = cuda_device >= 0;
     if (nccl) {
 #ifdef CE_WITH_NCCL
       auto cuda = c10::make_intrusive<c10d::PrefixStore>("cuda/", group);
-      auto nccl_backend = ce::make_nccl(cuda, rank, world, timeout);
+      auto nccl_backend = ce::make_nccl(cuda, rank, world, timeout, cuda_device);
       nccl_backend->setSequenceNumberForGroup();
       pg->setDefaultBackend(c10d::ProcessGroup::BackendType::NCCL);
       pg->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::BackendType::NCCL, nccl_backend);
@@ -99,11 +102,23 @@ CeGroup* ce_dist_init(int rank, int world, const char* host, int port, int clien
                   "or against a libtorch without CUDA; build-notes.md, \"NCCL\")");
 #endif
     }
-    return new CeGroup{store, pg, timeout};
+    return new CeGroup{store, pg, timeout, nccl};
   });
 }
 
-void ce_dist_free(CeGroup* g) { delete g; }
+// destroy_process_group(): NCCL's backend shut down first (its watchdog,
+// its communicators), as Python does, else its destructor warns of a group
+// not destroyed.
+void ce_dist_free(CeGroup* g) {
+  if (g->nccl) {
+    try {
+      g->pg->shutdown();
+    } catch (...) {
+      // Going away regardless: a failed shutdown (a peer gone) changes nothing.
+    }
+  }
+  delete g;
+}
 
 // c10's log threshold (0 info, 1 warning, 2 error, 3 fatal), what
 // TORCH_CPP_LOG_LEVEL sets at start: c10d logs each connect retry and

@@ -7,6 +7,8 @@
 // out-of-line constructor and hands back a c10d::Backend.
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+
 #include <chrono>
 
 namespace ce {
@@ -14,10 +16,16 @@ namespace ce {
 // ProcessGroupNCCL as distributed_c10d.py's _new_process_group_helper makes
 // it for the default group: Options() with is_high_priority_stream False,
 // its _timeout the group's, group_name "0". No communicator is made here:
-// NCCL makes one on the first collective on a device.
+// NCCL makes one on the first collective on a device. First, as a torchrun
+// script's torch.cuda.set_device(local_rank): `device` becomes the current
+// CUDA device (through c10's device guard registry, which libc10_cuda
+// fills), so that what c10d allocates on "the" CUDA device (the barrier's
+// tensor) is this rank's GPU, not every rank's GPU 0.
 c10::intrusive_ptr<c10d::Backend> make_nccl(const c10::intrusive_ptr<c10d::Store>& store,
                                             int rank, int size,
-                                            std::chrono::milliseconds timeout) {
+                                            std::chrono::milliseconds timeout, int device) {
+  c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)
+      ->setDevice(c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device)));
   auto options = c10d::ProcessGroupNCCL::Options::create(/*is_high_priority_stream=*/false);
   options->timeout = timeout;
   options->group_name = "0";

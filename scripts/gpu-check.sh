@@ -101,7 +101,7 @@ print(f"starting numbers equal; largest difference after 4 steps {worst:.3e} (bo
 PY
 
 section "the CUDA tests"
-export CE_BIN="$bin" # tests/common bin(): the kit's binary
+export CE_BIN="$PWD/$bin" # tests/common bin(): the kit's binary
 check "cuda tests" "$kit/cuda-tests" --test-threads 1
 
 section "train on digits, cuda against cpu"

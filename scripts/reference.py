@@ -764,6 +764,16 @@ def confusion(model, x, y, classes, autocast=contextlib.nullcontext):
     return m
 
 
+def confusion_ddp(model, x, y, classes, rank, world, autocast=contextlib.nullcontext):
+    """confusion() on one rank of a DDP job: the rank's rows x[rank::world]
+    counted, the counts summed over the ranks by one all_reduce."""
+    import torch.distributed as dist
+    counts = torch.tensor(confusion(model, x[rank::world], y[rank::world], classes, autocast),
+                          dtype=torch.int64)
+    dist.all_reduce(counts)
+    return counts.tolist()
+
+
 def f32(x):
     """A Python float holding an f32 value exactly (what .item() gives)."""
     return torch.tensor(x, dtype=torch.float32).item()
@@ -1221,7 +1231,23 @@ def train_main(args):
         import datetime
         import torch.distributed as dist
         from torch.utils.data.distributed import DistributedSampler
-        dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=args.dist_timeout))
+        timeout = datetime.timedelta(seconds=args.dist_timeout)
+        if device.type == "cuda":
+            # Each rank on its own GPU, NCCL for CUDA tensors (the
+            # gradients), gloo for CPU ones (the reduced metrics); `auto`
+            # takes the GPUs only where every local rank has one.
+            local_rank = int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
+            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+            if args.device[0] == "auto" and local_world > torch.cuda.device_count():
+                device = torch.device("cpu")
+            else:
+                if device.index:
+                    raise UsageError(f"--device cuda:{device.index}: under DDP each rank trains "
+                                     "on cuda:LOCAL_RANK; give --device cuda")
+                device = torch.device("cuda", local_rank)
+                torch.cuda.set_device(device)
+        backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=timeout)
         rank, world = dist.get_rank(), dist.get_world_size()
     lead = rank == 0
     save = OutputFile(args.save, "--save") if args.save and lead else None
@@ -1361,7 +1387,9 @@ def train_main(args):
             print(f"epoch {epoch}/{args.epochs}: train loss {train_loss:.4f} acc {train_acc:.3f} | "
                   f"test loss {test_loss:.4f} acc {test_acc:.3f}")
     seconds = time.perf_counter() - start
+    matrix = None
     if ddp:
+        matrix = confusion_ddp(model, x_test, y_test, classes, rank, world, autocast)
         del net  # DDP's reducer goes before its process group
         dist.barrier()  # no rank leaves (with rank 0's store) before all are done
         dist.destroy_process_group()
@@ -1389,7 +1417,7 @@ def train_main(args):
                      "train_rows": n_train, "test_rows": len(y_test)},
             "epochs": epochs,
             "final": epochs[-1],
-            "confusion_matrix": confusion(model, x_test, y_test, classes, autocast),
+            "confusion_matrix": matrix or confusion(model, x_test, y_test, classes, autocast),
             "train_seconds": seconds,
             "samples_per_second": n_train * args.epochs / seconds,
             "backward": "autograd",

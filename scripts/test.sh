@@ -24,7 +24,7 @@ cd "$ce_root"
 if [[ ! -d /usr/lib/ccache && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
   echo "test: installing ccache (the README walk's second build reuses the first's C++)" >&2
   { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ccache \
-    || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+    || { timeout 300 apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
       --no-install-recommends ccache; }; } >/dev/null 2>&1 \
     || echo "test: could not install ccache; going on without it" >&2
 fi

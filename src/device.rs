@@ -99,4 +99,3 @@ pub fn device_name(device: Device) -> String {
         other => format!("{other:?}").to_lowercase(),
     }
 }
-// touch

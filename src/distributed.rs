@@ -56,7 +56,7 @@ extern "C" {
         client_only: c_int,
         timeout_ms: i64,
         interfaces: *const c_char,
-        nccl: c_int,
+        cuda_device: c_int,
     ) -> *mut CeGroup;
     fn ce_dist_nccl_built() -> c_int;
     fn ce_dist_free(g: *mut CeGroup);
@@ -222,13 +222,15 @@ impl ProcessGroup {
 
     /// `dist.init_process_group("cpu:gloo,cuda:nccl", ...)`: [`ProcessGroup::new`]
     /// and c10d's `ProcessGroupNCCL` for CUDA tensors (DDP's gradients on a
-    /// GPU), gloo still for CPU tensors (the reduced metrics). Each rank's
-    /// GPU is its own: NCCL refuses two ranks on one device. An error where
-    /// this build has no NCCL ([`nccl_built`]) or libtorch sees no GPU.
+    /// GPU), gloo still for CPU tensors (the reduced metrics), after
+    /// `torch.cuda.set_device(rdv.local_rank)`: each rank's GPU is
+    /// `cuda:LOCAL_RANK`, its own (NCCL refuses two ranks on one device).
+    /// An error where this build has no NCCL ([`nccl_built`]) or libtorch
+    /// sees no GPU.
     pub fn with_nccl(rdv: &Rendezvous, timeout: Duration) -> Result<Self, DistributedError> {
         let interfaces = std::env::var("GLOO_SOCKET_IFNAME").unwrap_or_default();
         let interfaces: Vec<&str> = interfaces.split(',').filter(|s| !s.is_empty()).collect();
-        Self::join(rdv, timeout, &interfaces, true)
+        Self::join(rdv, timeout, &interfaces, Some(rdv.local_rank))
     }
 
     /// [`ProcessGroup::new`] with gloo devices on these network interfaces
@@ -239,14 +241,14 @@ impl ProcessGroup {
         timeout: Duration,
         interfaces: &[&str],
     ) -> Result<Self, DistributedError> {
-        Self::join(rdv, timeout, interfaces, false)
+        Self::join(rdv, timeout, interfaces, None)
     }
 
     fn join(
         rdv: &Rendezvous,
         timeout: Duration,
         interfaces: &[&str],
-        nccl: bool,
+        cuda_device: Option<usize>,
     ) -> Result<Self, DistributedError> {
         let host = CString::new(rdv.master_addr.as_str()).map_err(DistributedError::Nul)?;
         let interfaces = CString::new(interfaces.join(",")).map_err(DistributedError::Nul)?;
@@ -261,7 +263,7 @@ impl ProcessGroup {
                 c_int::from(rdv.agent_store),
                 timeout_ms,
                 interfaces.as_ptr(),
-                c_int::from(nccl),
+                cuda_device.map_or(-1, |d| d as c_int),
             )
         };
         let group =

@@ -218,7 +218,9 @@ fn ddp_on_nccl_matches_the_cpu_within_1e_5() {
     if !gpu_or_skip() {
         return;
     }
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cuda-ddp");
+    // Not CARGO_TARGET_TMPDIR: this test binary also runs on the device
+    // machine, away from its build tree (scripts/gpu-check.sh).
+    let dir = std::env::temp_dir().join(format!("ce-cuda-ddp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut docs = Vec::new();
     for device in ["cpu", "cuda"] {

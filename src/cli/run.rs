@@ -7,6 +7,7 @@ use super::output_file::AtomicFile;
 use super::progress::Progress;
 use super::{bench, launch, plot, report, text};
 use anyhow::{Context, Result};
+use cross_entropy_tch::device::DeviceRequest;
 use cross_entropy_tch::distributed::{self, ProcessGroup, Rendezvous};
 use cross_entropy_tch::training::Start;
 use cross_entropy_tch::{example, resume, training};
@@ -84,8 +85,8 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         let rdv = Rendezvous::from_env().map_err(UsageError::wrap)?;
         let timeout = Duration::from_secs_f64(args.dist_timeout);
         let rank = rdv.rank;
+        device = rank_device(args.common.device, &rdv).with_context(|| format!("rank {rank}"))?;
         let group = if device.is_cuda() {
-            device = rank_gpu(&rdv).with_context(|| format!("rank {rank}"))?;
             ProcessGroup::with_nccl(&rdv, timeout)
         } else {
             ProcessGroup::new(&rdv, timeout)
@@ -100,17 +101,38 @@ fn run_train(args: &TrainArgs) -> Result<()> {
     }
 }
 
-/// A data-parallel rank's GPU on CUDA: `cuda:LOCAL_RANK`, what a torchrun
-/// script's `torch.cuda.set_device(local_rank)` picks (NCCL refuses two
-/// ranks on one GPU), where this build has NCCL and the machine that GPU.
-fn rank_gpu(rdv: &Rendezvous) -> Result<tch::Device> {
+/// A data-parallel rank's device. On CUDA its own GPU, `cuda:LOCAL_RANK`
+/// (what a torchrun script's `torch.cuda.set_device(local_rank)` picks;
+/// NCCL refuses two ranks on one GPU): for `--device cuda`, where this
+/// build has NCCL and the machine that GPU, and for `auto` where every
+/// rank on this machine (`LOCAL_WORLD_SIZE`) has a GPU of its own and
+/// NCCL is built; `auto` is the CPU otherwise, and so is `cpu`.
+fn rank_device(request: DeviceRequest, rdv: &Rendezvous) -> Result<tch::Device> {
+    let gpus = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
+    match request {
+        DeviceRequest::Cpu => Ok(tch::Device::Cpu),
+        DeviceRequest::Auto => {
+            let local_ranks = std::env::var("LOCAL_WORLD_SIZE")
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(rdv.world_size);
+            let own_gpus = gpus > 0 && local_ranks <= gpus && distributed::nccl_built();
+            Ok(if own_gpus { tch::Device::Cuda(rdv.local_rank) } else { tch::Device::Cpu })
+        }
+        DeviceRequest::Cuda(0) => rank_gpu(rdv, gpus),
+        DeviceRequest::Cuda(n) => Err(UsageError::msg(format!(
+            "--device cuda:{n}: under DDP each rank trains on cuda:LOCAL_RANK; give --device cuda"
+        ))),
+    }
+}
+
+fn rank_gpu(rdv: &Rendezvous, gpus: usize) -> Result<tch::Device> {
     if !distributed::nccl_built() {
         return Err(UsageError::msg(
             "train under DDP on CUDA needs NCCL, and this build has none (build-notes.md, \"NCCL\"): add --device cpu"
                 .to_string(),
         ));
     }
-    let gpus = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
     if rdv.local_rank >= gpus {
         return Err(UsageError::msg(format!(
             "LOCAL_RANK {} has no GPU of its own: this machine has {gpus} CUDA device(s); start at most {gpus} ranks on it, or add --device cpu",

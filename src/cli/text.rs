@@ -144,8 +144,9 @@ pub fn train_summary(run: &TrainRun, written: &[String]) -> String {
     let (c, d) = (&run.config, &run.data);
     let m = run.last();
     let w = run.world_size;
-    let share = d.train_rows.div_ceil(w); // DistributedSampler's rows per rank
-                                          // The backend that averages the gradients: NCCL for a model on CUDA.
+    // DistributedSampler's rows per rank, and the backend that averages the
+    // gradients (NCCL for a model on CUDA).
+    let share = d.train_rows.div_ceil(w);
     let backend = if run.device.is_cuda() { "nccl" } else { "gloo" };
     let batch = match c.batch_size {
         Some(b) if w > 1 && b < share => {

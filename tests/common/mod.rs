@@ -120,14 +120,18 @@ pub fn root() -> PathBuf {
 
 /// The crate's binary, built by cargo for this test run; or `CE_BIN`,
 /// where a test binary runs away from its build tree (scripts/gpu-check.sh
-/// carries both to the device machine).
+/// carries both to the device machine, whose libtorch is found through
+/// `LD_LIBRARY_PATH`: its rpath points at this machine's).
 pub fn bin() -> Command {
-    let path = std::env::var_os("CE_BIN")
-        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_cross-entropy-tch")), PathBuf::from);
-    let mut cmd = Command::new(path);
-    // The binary must find libtorch through its rpath alone.
-    cmd.env_remove("LD_LIBRARY_PATH");
-    cmd
+    match std::env::var_os("CE_BIN") {
+        Some(path) => Command::new(path),
+        None => {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_cross-entropy-tch"));
+            // The binary must find libtorch through its rpath alone.
+            cmd.env_remove("LD_LIBRARY_PATH");
+            cmd
+        }
+    }
 }
 
 pub fn run_bin(args: &[&str]) -> Output {
