@@ -24,8 +24,14 @@ namespace ce {
 c10::intrusive_ptr<c10d::Backend> make_nccl(const c10::intrusive_ptr<c10d::Store>& store,
                                             int rank, int size,
                                             std::chrono::milliseconds timeout, int device) {
-  c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)
-      ->setDevice(c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device)));
+  // Without any GPU (deviceCount() is then 0, not an error) the
+  // constructor below refuses, with its own message.
+  const auto* cuda = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA);
+  if (const auto gpus = static_cast<int>(cuda->deviceCount()); gpus > 0) {
+    TORCH_CHECK(device < gpus, "LOCAL_RANK ", device, " has no GPU of its own: this machine has ",
+                gpus, " CUDA device(s)");
+    cuda->setDevice(c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device)));
+  }
   auto options = c10d::ProcessGroupNCCL::Options::create(/*is_high_priority_stream=*/false);
   options->timeout = timeout;
   options->group_name = "0";
