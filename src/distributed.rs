@@ -196,6 +196,13 @@ pub struct ProcessGroup {
 // here (&mut self or a single caller); c10d itself is thread-safe.
 unsafe impl Send for ProcessGroup {}
 
+/// The gloo devices' network interfaces, `GLOO_SOCKET_IFNAME` (comma
+/// separated) as PyTorch reads it; none where unset.
+fn gloo_socket_ifname() -> Vec<String> {
+    let names = std::env::var("GLOO_SOCKET_IFNAME").unwrap_or_default();
+    names.split(',').filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
 /// Whether this build has c10d's NCCL backend (`dist.is_nccl_available()`):
 /// built against a libtorch with CUDA, with NCCL's and CUDA's headers
 /// (build.rs; build-notes.md, "NCCL").
@@ -215,9 +222,7 @@ impl ProcessGroup {
     /// and collectives fail after `timeout` too. The gloo devices are those
     /// of `GLOO_SOCKET_IFNAME` when set, as in PyTorch.
     pub fn new(rdv: &Rendezvous, timeout: Duration) -> Result<Self, DistributedError> {
-        let interfaces = std::env::var("GLOO_SOCKET_IFNAME").unwrap_or_default();
-        let interfaces: Vec<&str> = interfaces.split(',').filter(|s| !s.is_empty()).collect();
-        Self::with_interfaces(rdv, timeout, &interfaces)
+        Self::join(rdv, timeout, &gloo_socket_ifname(), None)
     }
 
     /// `dist.init_process_group("cpu:gloo,cuda:nccl", ...)`: [`ProcessGroup::new`]
@@ -228,9 +233,7 @@ impl ProcessGroup {
     /// An error where this build has no NCCL ([`nccl_built`]) or libtorch
     /// sees no GPU.
     pub fn with_nccl(rdv: &Rendezvous, timeout: Duration) -> Result<Self, DistributedError> {
-        let interfaces = std::env::var("GLOO_SOCKET_IFNAME").unwrap_or_default();
-        let interfaces: Vec<&str> = interfaces.split(',').filter(|s| !s.is_empty()).collect();
-        Self::join(rdv, timeout, &interfaces, Some(rdv.local_rank))
+        Self::join(rdv, timeout, &gloo_socket_ifname(), Some(rdv.local_rank))
     }
 
     /// [`ProcessGroup::new`] with gloo devices on these network interfaces
@@ -247,10 +250,11 @@ impl ProcessGroup {
     fn join(
         rdv: &Rendezvous,
         timeout: Duration,
-        interfaces: &[&str],
+        interfaces: &[impl AsRef<str>],
         cuda_device: Option<usize>,
     ) -> Result<Self, DistributedError> {
         let host = CString::new(rdv.master_addr.as_str()).map_err(DistributedError::Nul)?;
+        let interfaces: Vec<&str> = interfaces.iter().map(AsRef::as_ref).collect();
         let interfaces = CString::new(interfaces.join(",")).map_err(DistributedError::Nul)?;
         let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
         // SAFETY: NUL-terminated strings that outlive the call.
