@@ -966,15 +966,24 @@ fn a_killed_run_resumes_exactly() {
     let dir = tmp("killed-runs");
     std::fs::create_dir_all(&dir).unwrap();
     // Each checkpoint write is held open 60 ms (the CE_COMMIT_PAUSE_MS hook,
-    // between writing the temporary file and renaming it), so most of the
-    // killed runs' time is spent inside a write, and kills land there too:
-    // a direct write of the checkpoint would leave a cut file that
-    // --resume cannot read (tried: the test then fails).
-    // The kills are timed from the first complete checkpoint, not from the
-    // start, so that a slow start-up (a loaded machine) cannot move them all
-    // before it.
+    // between writing the temporary file and renaming it). Some kills wait
+    // for that temporary file to appear and land inside the write whatever
+    // the machine's load (timed kills alone missed every write on a loaded
+    // machine); the others are timed from the first complete checkpoint,
+    // not from the start, so that a slow start-up cannot move them all
+    // before it. A direct write of the checkpoint would leave a cut file
+    // that --resume cannot read (tried: the test then fails).
     let mut inside_a_write = 0;
-    for (k, delay_ms) in [0u64, 40, 100, 170, 250, 400].into_iter().enumerate() {
+    let kills = [
+        (0u64, true),
+        (0, false),
+        (40, false),
+        (100, true),
+        (170, false),
+        (250, false),
+        (400, true),
+    ];
+    for (k, (delay_ms, at_a_write)) in kills.into_iter().enumerate() {
         let ck = dir.join(format!("killed-{k}.safetensors"));
         let _ = std::fs::remove_file(&ck);
         let mut child = bin()
@@ -984,11 +993,14 @@ fn a_killed_run_resumes_exactly() {
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        let tmp_file = dir.join(format!(".killed-{k}.safetensors.tmp-{}", child.id()));
         wait_until(|| ck.exists() || child.try_wait().unwrap().is_some(), "a first checkpoint");
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        if at_a_write {
+            wait_until(|| tmp_file.exists() || child.try_wait().unwrap().is_some(), "a write");
+        }
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
-        let tmp_file = dir.join(format!(".killed-{k}.safetensors.tmp-{}", child.id()));
         if tmp_file.exists() {
             inside_a_write += 1; // nothing can remove it after a SIGKILL
             std::fs::remove_file(&tmp_file).unwrap();
@@ -1005,7 +1017,8 @@ fn a_killed_run_resumes_exactly() {
             bin().args(flags).args(["--resume", ck.to_str().unwrap()]).output().unwrap(),
             "the resumed run",
         );
-        let what = format!("killed {delay_ms} ms after the first checkpoint");
+        let when = if at_a_write { " and then at a write" } else { "" };
+        let what = format!("killed {delay_ms} ms after the first checkpoint{when}");
         assert_resumed_equal(&straight, &resumed, st.epoch, &what);
         resumed_runs += 1;
     }
