@@ -166,9 +166,9 @@ const F32: f64 = 1e-6;
 /// The same for a block whose commands train in bf16 or fp16 (`--amp`):
 /// bf16 keeps 8 bits of mantissa, so where another CPU's f32 kernel rounds
 /// one product differently, a bf16 rounding moves by 2^-8 instead of one
-/// f32 ulp, and 20 epochs carry it on. Seen: the page's `--amp` block,
-/// printed on an AMD EPYC with AVX512, against an AMD EPYC with only AVX2
-/// (session 14): train_loss 0.03184762 against 0.03185505, test_loss
+/// f32 ulp, and 20 epochs carry it on. Seen: the page's `--amp` block, as
+/// an earlier session's machine printed it, against an AMD EPYC with only
+/// AVX2 (session 14): train_loss 0.03184762 against 0.03185505, test_loss
 /// 0.10400828 against 0.10398509, fp16 0.032216832 against 0.032208864,
 /// 2.2e-4 to 2.5e-4 of their values; Rust and PyTorch equal bit for bit on
 /// both machines (`tests/amp.rs`, `tests/train.rs`).
